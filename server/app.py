@@ -1,0 +1,59 @@
+"""create_app(settings): the one place that picks and wires the backends."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+
+from server.api import health, stow
+from server.api.accesslog import AccessLog
+from server.api.http import DICOMWEB_ROOT, error_response
+from server.config import Settings
+from server.dicom.reading import configure_pydicom
+from server.errors import LightboxError
+from server.index.sql import SqlIndex
+from server.services.ingest import Ingestor
+from server.storage.filestore import FileStore
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    configure_pydicom()
+    settings.data.mkdir(parents=True, exist_ok=True)
+    blobs = FileStore(settings.data)
+    index = SqlIndex(settings.database)
+    ingestor = Ingestor(index, blobs, settings.duplicate_policy)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await index.start()
+        spooled = blobs.clear_spool()
+        orphans = await ingestor.recover()
+        if spooled or orphans:
+            log.warning("removed %d unfinished uploads and %d orphan blobs", spooled, orphans)
+        yield
+        await index.close()
+
+    app = FastAPI(title="Lightbox", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.settings = settings
+    app.state.blobs = blobs
+    app.state.index = index
+    app.state.ingestor = ingestor
+
+    @app.exception_handler(LightboxError)
+    async def _lightbox_error(_request: Request, exc: LightboxError) -> Response:
+        return error_response(exc)
+
+    app.include_router(health.router)
+    app.include_router(stow.router, prefix=DICOMWEB_ROOT)
+    if settings.web_dir.is_dir():
+        app.mount("/", StaticFiles(directory=settings.web_dir, html=True), name="web")
+    if settings.access_log:
+        app.add_middleware(AccessLog)
+    return app

@@ -1,0 +1,79 @@
+"""Settings: frozen, documented, and the only reader of the environment.
+
+Every option of ``lightbox serve`` is also read from ``LIGHTBOX_<NAME>`` (upper case,
+dashes as underscores), e.g. ``LIGHTBOX_DATA``, ``LIGHTBOX_PORT``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+DuplicatePolicy = Literal["replace", "reject"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data: Path = Path("./data")
+    #: DIMSE (C-STORE/C-FIND/...) port; 0 turns the DIMSE service off.
+    dimse_port: int = 0
+    aet: str = "LIGHTBOX"
+    #: Public root of the DICOMweb service (e.g. ``https://host/pacs/dicomweb``). Empty: derive
+    #: it per request from Host and X-Forwarded-Proto/-Host/-Prefix.
+    base_url: str = ""
+    #: What a STOW or C-STORE of an existing SOP Instance UID with different bytes does.
+    duplicate_policy: DuplicatePolicy = "replace"
+    #: STOW-RS limits: bytes per part and parts per request.
+    max_part_bytes: int = 8 * 1024**3
+    max_parts: int = 10_000
+    #: QIDO answers at most this many matches when the request sets no smaller limit.
+    qido_max_results: int = 1000
+    #: Answer an empty QIDO result with 204 instead of ``200 []`` (older editions).
+    qido_empty_204: bool = False
+    #: Memory bound (bytes) of the decoded-frame and rendered-output caches.
+    render_cache_bytes: int = 256 * 1024**2
+    #: Directory with the viewer's static files.
+    web_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "web")
+    #: Index database URL; empty means SQLite at ``<data>/index.sqlite``.
+    database_url: str = ""
+    #: Log each request as one JSON line.
+    access_log: bool = True
+    #: Listen on a non-loopback address without authentication.
+    insecure: bool = False
+
+    @property
+    def database(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data / 'index.sqlite').resolve()}"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _coerce(kind: Any, raw: str) -> Any:
+    text = str(kind)
+    if kind is bool or text == "bool":
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if kind is int or text == "int":
+        return int(raw)
+    if kind is Path or text == "Path":
+        return Path(raw)
+    return raw
+
+
+def settings_from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from ``LIGHTBOX_*`` variables, then explicit overrides (e.g. CLI flags)."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        raw = env.get(f"LIGHTBOX_{f.name.upper()}")
+        if raw is not None:
+            values[f.name] = _coerce(f.type, raw)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)

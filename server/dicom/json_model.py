@@ -1,0 +1,125 @@
+"""Datasets to the DICOM JSON model (PS3.18 Annex F).
+
+Bulk values become ``BulkDataURI``s. They are written *relative* to the DICOMweb root
+(``/studies/…/bulk/…``) and made absolute when served, by one byte replace of the exact
+``"BulkDataURI":"/`` pattern — so the stored JSON never depends on the public host name.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import math
+from typing import Any
+
+import orjson
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.valuerep import VR
+
+from server.dicom.uids import is_encapsulated
+
+log = logging.getLogger(__name__)
+
+# PS3.18 F.2.2: values of these VRs are binary and go inline or to a BulkDataURI.
+_BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
+# Values at or above this many bytes are bulk data (metadata stays small; OHIF fetches few).
+BULK_THRESHOLD = 1024
+PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+BULK_PATTERN = b'"BulkDataURI":"/'
+
+
+def bulk_path(instance_path: str, tag_path: tuple[int, ...], items: tuple[int, ...]) -> str:
+    """``/studies/s/series/se/instances/i/bulk/7FE00010`` or a nested ``…/00540016/0/00181074``."""
+    parts = []
+    for depth, tag in enumerate(tag_path):
+        parts.append(f"{tag:08X}")
+        if depth < len(items):
+            parts.append(str(items[depth]))
+    return f"{instance_path}/bulk/{'/'.join(parts)}"
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # PS3.18 F.2.3: NaN/Infinity have no JSON number form
+    return value
+
+
+def _element_json(
+    elem: DataElement,
+    instance_path: str,
+    tag_path: tuple[int, ...],
+    items: tuple[int, ...],
+) -> dict[str, Any]:
+    vr = elem.VR
+    if vr == VR.SQ:
+        out: dict[str, Any] = {"vr": "SQ"}
+        values = [
+            _dataset_json(item, instance_path, tag_path, (*items, n))
+            for n, item in enumerate(elem.value)
+        ]
+        if values:
+            out["Value"] = values
+        return out
+    if vr in _BINARY_VRS or vr in ("US or SS", "OB or OW", "US or OW", "US or SS or OW"):
+        value = elem.value
+        if vr not in _BINARY_VRS and not isinstance(value, bytes | bytearray):
+            return elem.to_json_dict(None, BULK_THRESHOLD)
+        resolved = "OW" if vr.startswith("OB or") or vr.startswith("US or") else vr
+        out = {"vr": resolved}
+        if value:
+            if len(value) >= BULK_THRESHOLD:
+                out["BulkDataURI"] = bulk_path(instance_path, tag_path, items)
+            else:
+                out["InlineBinary"] = base64.b64encode(bytes(value)).decode("ascii")
+        return out
+    result: dict[str, Any] = elem.to_json_dict(None, BULK_THRESHOLD)
+    if "Value" in result:
+        if vr in ("FL", "FD", "DS"):
+            result["Value"] = [_number(v) for v in result["Value"]]
+        if not result["Value"]:
+            del result["Value"]
+    return result
+
+
+def _dataset_json(
+    ds: Dataset, instance_path: str, parent: tuple[int, ...], items: tuple[int, ...]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in sorted(ds.keys()):  # F.2.2 wants ascending keys
+        tag = int(key)
+        if tag & 0xFFFF == 0 or tag >> 16 in (0x0002, 0xFFFE):
+            continue  # no group lengths, no file meta, no stray item tags (PS3.18 F.2.2)
+        try:
+            elem = ds[key]
+            out[f"{tag:08X}"] = _element_json(elem, instance_path, (*parent, tag), items)
+        except Exception as exc:  # a malformed value must not lose the rest of the header
+            log.warning("element %08X not representable in JSON: %s", tag, exc)
+            out[f"{tag:08X}"] = {"vr": "UN"}
+    return out
+
+
+def dataset_to_json(ds: Dataset, instance_path: str, pixel_tag: int | None = None) -> bytes:
+    """Serialise a header (read with stop_before_pixels) to DICOM JSON bytes.
+
+    ``instance_path`` is the instance's path below the DICOMweb root; ``pixel_tag`` adds the
+    pixel data element (not in ``ds``) as a BulkDataURI.
+    """
+    doc = _dataset_json(ds, instance_path, (), ())
+    if pixel_tag is not None:
+        vr = {0x7FE00008: "OF", 0x7FE00009: "OD"}.get(pixel_tag, "OB" if _is_encapsulated(ds) else "OW")
+        if pixel_tag == 0x7FE00010 and not _is_encapsulated(ds) and ds.get("BitsAllocated", 16) <= 8:
+            vr = "OB"
+        doc[f"{pixel_tag:08X}"] = {"vr": vr, "BulkDataURI": f"{instance_path}/bulk/{pixel_tag:08X}"}
+    return orjson.dumps(doc)
+
+
+def _is_encapsulated(ds: Dataset) -> bool:
+    meta = getattr(ds, "file_meta", None)
+    ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    return ts is not None and is_encapsulated(str(ts))
+
+
+def absolutize(doc: bytes, base_url: str) -> bytes:
+    """Make the stored relative BulkDataURIs absolute for one response."""
+    return doc.replace(BULK_PATTERN, b'"BulkDataURI":"' + base_url.encode() + b"/")

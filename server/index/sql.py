@@ -1,0 +1,363 @@
+"""The IndexStore on SQLAlchemy Core: SQLite (WAL) by default, PostgreSQL by URL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from server.dicom.header import InstanceRecord, normalize_name
+from server.errors import NotFound
+from server.index import schema as S
+from server.index.base import BlobFacts, CommitResult, StoredInstance
+
+
+def _sqlite_pragmas(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves, below
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA cache_size=-65536")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Any) -> None:
+        # Writers take the lock up front so two writers never deadlock on an upgrade.
+        immediate = conn.get_execution_options().get("immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class SqlIndex:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self.engine = create_async_engine(url, pool_pre_ping=not self.is_sqlite)
+        if self.is_sqlite:
+            _sqlite_pragmas(self.engine)
+        # One writer at a time in this process; SQLite serialises across processes.
+        self._write_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(S.migrate)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def healthy(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        async with self._write_lock, self.engine.connect() as conn:
+            conn = await conn.execution_options(immediate=True)
+            async with conn.begin():
+                yield conn
+
+    # ---------------------------------------------------------------- ingest
+
+    async def add_pending(self, blob_key: str) -> None:
+        async with self._write() as conn:
+            await self._mark_pending(conn, blob_key)
+
+    async def _mark_pending(self, conn: AsyncConnection, blob_key: str) -> None:
+        exists = await conn.execute(
+            sa.select(S.pending_blobs.c.blob_key).where(S.pending_blobs.c.blob_key == blob_key)
+        )
+        if exists.first() is None:
+            await conn.execute(S.pending_blobs.insert().values(blob_key=blob_key, created_at=time.time()))
+
+    async def drop_pending(self, blob_key: str) -> None:
+        async with self._write() as conn:
+            await conn.execute(S.pending_blobs.delete().where(S.pending_blobs.c.blob_key == blob_key))
+
+    async def pending_blobs(self) -> list[str]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(sa.select(S.pending_blobs.c.blob_key))
+            return [r[0] for r in rows]
+
+    async def blob_in_use(self, blob_key: str) -> bool:
+        async with self.engine.connect() as conn:
+            row = await conn.execute(
+                sa.select(S.instances.c.pk).where(S.instances.c.blob_key == blob_key).limit(1)
+            )
+            return row.first() is not None
+
+    async def instance_sha256(self, sop_uid: str) -> tuple[str, str] | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(S.instances.c.sha256, S.studies.c.study_uid)
+                    .join(S.studies, S.studies.c.pk == S.instances.c.study_pk)
+                    .where(S.instances.c.sop_uid == sop_uid)
+                )
+            ).first()
+            return (row[0], row[1]) if row else None
+
+    async def commit_instance(self, record: InstanceRecord, facts: BlobFacts) -> CommitResult:
+        now = time.time()
+        async with self._write() as conn:
+            patient_pk = await self._upsert_patient(conn, record)
+            study_pk = await self._upsert_study(conn, record, patient_pk, now)
+            series_pk = await self._upsert_series(conn, record, study_pk, now)
+            values = {
+                "series_pk": series_pk,
+                "study_pk": study_pk,
+                "sop_class_uid": record.sop_class_uid,
+                "instance_number": record.instance_number,
+                "rows": record.rows,
+                "columns": record.columns,
+                "bits_allocated": record.bits_allocated,
+                "number_of_frames": record.number_of_frames,
+                "transfer_syntax": record.transfer_syntax,
+                "blob_key": facts.blob_key,
+                "file_size": facts.file_size,
+                "sha256": facts.sha256,
+                "pixel_tag": record.pixel_tag,
+                "pixel_offset": facts.pixel_offset,
+                "pixel_length": facts.pixel_length,
+                "frames": orjson.dumps(facts.frames).decode() if facts.frames is not None else None,
+                "descriptor": orjson.dumps(facts.descriptor).decode() if facts.descriptor else None,
+                "instance_json": record.instance_json,
+                "metadata": record.metadata_json,
+                "created_at": now,
+            }
+            old = (
+                await conn.execute(
+                    sa.select(S.instances.c.pk, S.instances.c.blob_key, S.instances.c.series_pk,
+                              S.instances.c.study_pk)
+                    .where(S.instances.c.sop_uid == record.sop_uid)
+                )
+            ).first()
+            replaced: str | None = None
+            if old is None:
+                await conn.execute(S.instances.insert().values(sop_uid=record.sop_uid, **values))
+            else:
+                await conn.execute(S.instances.update().where(S.instances.c.pk == old[0]).values(**values))
+                if old[1] != facts.blob_key:
+                    replaced = old[1]
+                    await self._mark_pending(conn, old[1])
+            await self._refresh_counts(conn, series_pk, study_pk)
+            if old is not None and (old[2], old[3]) != (series_pk, study_pk):
+                await self._refresh_counts(conn, old[2], old[3])
+            await conn.execute(S.pending_blobs.delete().where(S.pending_blobs.c.blob_key == facts.blob_key))
+            return CommitResult(created=old is None, replaced_blob=replaced)
+
+    async def _upsert_patient(self, conn: AsyncConnection, r: InstanceRecord) -> int:
+        values = {
+            "patient_name": r.patient_name,
+            "name_ci": r.patient_name.upper(),
+            "name_norm": normalize_name(r.patient_name),
+            "birth_date": r.patient_birth_date,
+            "sex": r.patient_sex,
+        }
+        row = (
+            await conn.execute(
+                sa.select(S.patients.c.pk).where(
+                    S.patients.c.patient_id == r.patient_id, S.patients.c.issuer == r.issuer_of_patient_id
+                )
+            )
+        ).first()
+        if row is not None:
+            await conn.execute(S.patients.update().where(S.patients.c.pk == row[0]).values(**values))
+            return int(row[0])
+        result = await conn.execute(
+            S.patients.insert().values(patient_id=r.patient_id, issuer=r.issuer_of_patient_id, **values)
+        )
+        return int(result.inserted_primary_key[0])
+
+    async def _upsert_study(self, conn: AsyncConnection, r: InstanceRecord, patient_pk: int, now: float) -> int:
+        values = {
+            "patient_pk": patient_pk,
+            "study_date": r.study_date,
+            "study_time": r.study_time,
+            "accession": r.accession_number,
+            "study_id": r.study_id,
+            "description": r.study_description,
+            "description_ci": r.study_description.upper(),
+            "referring_ci": r.referring_physician_name.upper(),
+            "study_json": r.study_json,
+            "updated_at": now,
+        }
+        row = (await conn.execute(sa.select(S.studies.c.pk).where(S.studies.c.study_uid == r.study_uid))).first()
+        if row is not None:
+            await conn.execute(S.studies.update().where(S.studies.c.pk == row[0]).values(**values))
+            return int(row[0])
+        result = await conn.execute(S.studies.insert().values(study_uid=r.study_uid, **values))
+        return int(result.inserted_primary_key[0])
+
+    async def _upsert_series(self, conn: AsyncConnection, r: InstanceRecord, study_pk: int, now: float) -> int:
+        values = {
+            "study_pk": study_pk,
+            "modality": r.modality,
+            "series_number": r.series_number,
+            "description": r.series_description,
+            "description_ci": r.series_description.upper(),
+            "series_date": r.series_date,
+            "body_part": r.body_part,
+            "series_json": r.series_json,
+            "updated_at": now,
+        }
+        row = (await conn.execute(sa.select(S.series.c.pk).where(S.series.c.series_uid == r.series_uid))).first()
+        if row is not None:
+            await conn.execute(S.series.update().where(S.series.c.pk == row[0]).values(**values))
+            return int(row[0])
+        result = await conn.execute(S.series.insert().values(series_uid=r.series_uid, **values))
+        return int(result.inserted_primary_key[0])
+
+    async def _refresh_counts(self, conn: AsyncConnection, series_pk: int, study_pk: int) -> None:
+        """Recount from the rows themselves: exact under any interleaving of writers."""
+        now = time.time()
+        n_series_instances = (
+            await conn.execute(sa.select(sa.func.count()).where(S.instances.c.series_pk == series_pk))
+        ).scalar_one()
+        if n_series_instances == 0:
+            await conn.execute(S.series.delete().where(S.series.c.pk == series_pk))
+        else:
+            await conn.execute(
+                S.series.update().where(S.series.c.pk == series_pk)
+                .values(num_instances=n_series_instances, updated_at=now)
+            )
+        n_instances = (
+            await conn.execute(sa.select(sa.func.count()).where(S.instances.c.study_pk == study_pk))
+        ).scalar_one()
+        await conn.execute(S.study_modalities.delete().where(S.study_modalities.c.study_pk == study_pk))
+        if n_instances == 0:
+            await conn.execute(S.studies.delete().where(S.studies.c.pk == study_pk))
+            return
+        modality_rows = await conn.execute(
+            sa.select(S.series.c.modality).where(S.series.c.study_pk == study_pk).distinct()
+        )
+        modalities = sorted({m for (m,) in modality_rows if m})
+        if modalities:
+            await conn.execute(
+                S.study_modalities.insert(), [{"study_pk": study_pk, "modality": m} for m in modalities]
+            )
+        n_series = (
+            await conn.execute(sa.select(sa.func.count()).where(S.series.c.study_pk == study_pk))
+        ).scalar_one()
+        await conn.execute(
+            S.studies.update().where(S.studies.c.pk == study_pk).values(
+                num_series=n_series, num_instances=n_instances,
+                modalities="\\".join(modalities), updated_at=now,
+            )
+        )
+
+    # ---------------------------------------------------------------- retrieve
+
+    _INSTANCE_COLUMNS = (
+        S.studies.c.study_uid, S.series.c.series_uid, S.instances.c.sop_uid,
+        S.instances.c.sop_class_uid, S.instances.c.transfer_syntax, S.instances.c.blob_key,
+        S.instances.c.file_size, S.instances.c.sha256, S.instances.c.number_of_frames,
+        S.instances.c.instance_number, S.instances.c.pixel_tag, S.instances.c.pixel_offset,
+        S.instances.c.pixel_length, S.instances.c.frames, S.instances.c.descriptor,
+    )
+
+    @staticmethod
+    def _stored(row: Any) -> StoredInstance:
+        return StoredInstance(
+            study_uid=row[0], series_uid=row[1], sop_uid=row[2], sop_class_uid=row[3],
+            transfer_syntax=row[4], blob_key=row[5], file_size=row[6], sha256=row[7],
+            number_of_frames=row[8], instance_number=row[9], pixel_tag=row[10],
+            pixel_offset=row[11], pixel_length=row[12],
+            frames=orjson.loads(row[13]) if row[13] else None,
+            descriptor=orjson.loads(row[14]) if row[14] else None,
+        )
+
+    def _joined(self, *columns: Any) -> sa.Select[Any]:
+        return (
+            sa.select(*columns)
+            .select_from(S.instances)
+            .join(S.series, S.series.c.pk == S.instances.c.series_pk)
+            .join(S.studies, S.studies.c.pk == S.instances.c.study_pk)
+        )
+
+    @staticmethod
+    def _scope(query: sa.Select[Any], study: str, series: str | None, sop: str | None) -> sa.Select[Any]:
+        query = query.where(S.studies.c.study_uid == study)
+        if series is not None:
+            query = query.where(S.series.c.series_uid == series)
+        if sop is not None:
+            query = query.where(S.instances.c.sop_uid == sop)
+        return query
+
+    async def get_instance(self, study: str, series: str | None, sop: str) -> StoredInstance:
+        query = self._scope(self._joined(*self._INSTANCE_COLUMNS), study, series, sop)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            raise NotFound(f"instance {sop} not found in study {study}"
+                           + (f", series {series}" if series else ""))
+        return self._stored(row)
+
+    async def list_instances(self, study: str, series: str | None = None) -> list[StoredInstance]:
+        query = self._scope(self._joined(*self._INSTANCE_COLUMNS), study, series, None).order_by(
+            S.series.c.series_number, S.series.c.pk, S.instances.c.instance_number, S.instances.c.pk
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        if not rows:
+            raise NotFound(f"study {study}" + (f" series {series}" if series else "") + " not found")
+        return [self._stored(r) for r in rows]
+
+    async def metadata_docs(self, study: str, series: str | None, sop: str | None) -> list[bytes]:
+        query = self._scope(self._joined(S.instances.c.metadata), study, series, sop).order_by(
+            S.series.c.series_number, S.series.c.pk, S.instances.c.instance_number, S.instances.c.pk
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        if not rows:
+            what = f"instance {sop}" if sop else f"series {series}" if series else f"study {study}"
+            raise NotFound(f"{what} not found")
+        return [r[0] for r in rows]
+
+    async def level_version(self, study: str, series: str | None, sop: str | None) -> str:
+        """A value that changes whenever anything below this level changes (for ETags)."""
+        query = self._scope(
+            self._joined(sa.func.count(), sa.func.max(S.instances.c.created_at), sa.func.sum(S.instances.c.pk)),
+            study, series, sop,
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None or not row[0]:
+            raise NotFound(f"study {study} not found")
+        return f"{row[0]}-{row[1]!r}-{row[2]}"
+
+    # ---------------------------------------------------------------- delete
+
+    async def delete(self, study: str, series: str | None, sop: str | None) -> list[str]:
+        query = self._scope(
+            self._joined(S.instances.c.pk, S.instances.c.blob_key, S.instances.c.series_pk,
+                         S.instances.c.study_pk),
+            study, series, sop,
+        )
+        async with self._write() as conn:
+            rows = (await conn.execute(query)).all()
+            if not rows:
+                what = f"instance {sop}" if sop else f"series {series}" if series else f"study {study}"
+                raise NotFound(f"{what} not found")
+            pks = [r[0] for r in rows]
+            for start in range(0, len(pks), 500):
+                await conn.execute(S.instances.delete().where(S.instances.c.pk.in_(pks[start:start + 500])))
+            for series_pk, study_pk in sorted({(r[2], r[3]) for r in rows}):
+                await self._refresh_counts(conn, series_pk, study_pk)
+            keys = sorted({r[1] for r in rows})
+            for key in keys:
+                await self._mark_pending(conn, key)
+            return keys

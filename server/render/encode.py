@@ -1,0 +1,44 @@
+"""Encode rendered images: JPEG (baseline, quality), PNG, GIF (single or animated)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+from PIL import Image
+
+from server.errors import NotAcceptable
+
+PNG_COMPRESS_LEVEL = 1  # speed over size; PNG stays lossless
+
+
+def encode_image(image: Image.Image, media_type: str, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    if media_type == "image/jpeg":
+        image.save(buf, format="JPEG", quality=quality)
+    elif media_type == "image/png":
+        image.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    elif media_type == "image/gif":
+        _gif_frame(image).save(buf, format="GIF")
+    else:
+        raise NotAcceptable(f"media type {media_type!r} cannot be rendered")
+    return buf.getvalue()
+
+
+def encode_animation(images: Sequence[Image.Image], frame_time_ms: float | None) -> bytes:
+    """Animated GIF, looping; ``frame_time_ms`` from FrameTime (0018,1063), default 100."""
+    if not images:
+        raise NotAcceptable("image/gif: no frames to encode")
+    frames = [_gif_frame(image) for image in images]
+    duration = max(20, round(frame_time_ms or 100))
+    buf = io.BytesIO()
+    frames[0].save(
+        buf, format="GIF", save_all=True, append_images=frames[1:], duration=duration, loop=0
+    )
+    return buf.getvalue()
+
+
+def _gif_frame(image: Image.Image) -> Image.Image:
+    if image.mode == "L":
+        return image
+    return image.convert("P", palette=Image.Palette.ADAPTIVE, colors=256)

@@ -1,0 +1,189 @@
+"""Ingest: the one way an instance gets in — shared by STOW-RS, ``lightbox import`` and C-STORE.
+
+Order (after microsoft/dicom-server): read the header → mark the blob *pending* in the
+index → store the blob atomically → commit the index rows (with the DICOM JSON) in one
+transaction → forget the pending mark. A failure at any step removes what was written; a
+crash leaves at most a pending blob, which ``recover()`` removes at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from server.config import DuplicatePolicy
+from server.dicom.frames import FrameLayoutError, locate_frames
+from server.dicom.header import PIXEL_TAGS, InstanceRecord, record_from_header
+from server.dicom.pixels import descriptor_from_dataset
+from server.dicom.uids import DEFLATED_LE
+from server.errors import BadRequest, Conflict, LightboxError
+from server.index.base import BlobFacts, IndexStore
+from server.storage.base import BlobStore
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["stored", "replaced", "already-present"]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    outcome: Outcome
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_part10(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(132)
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def inspect_file(path: Path, sha256: str) -> tuple[InstanceRecord, BlobFacts]:
+    """Read the header only and compute everything the index keeps. Runs in a thread."""
+    with open(path, "rb") as f:
+        head = f.read(132)
+        if len(head) < 132 or head[128:132] != b"DICM":
+            raise BadRequest("not a DICOM Part 10 file (no 'DICM' after the 128-byte preamble)")
+        f.seek(0)
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+        except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, NotImplementedError) as exc:
+            raise BadRequest(f"unreadable DICOM header: {exc}") from exc
+        size = os.fstat(f.fileno()).st_size
+        position = f.tell()
+        fd = f.fileno()
+
+        def read_at(offset: int, length: int) -> bytes:
+            return os.pread(fd, length, offset)
+
+        ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "")
+        pixel_tag = None
+        if ts == DEFLATED_LE:
+            # The body is one deflate stream: no byte offsets; retrieval falls back to pydicom.
+            full = pydicom.dcmread(path)
+            pixel_tag = next((t for t in PIXEL_TAGS if t in full), None)
+        elif position + 8 <= size:
+            group, elem = read_at(position, 4)[:2], read_at(position + 2, 2)
+            big = ts == "1.2.840.10008.1.2.2"
+            order: Literal["big", "little"] = "big" if big else "little"
+            tag = (int.from_bytes(group, order) << 16) | int.from_bytes(elem, order)
+            pixel_tag = tag if tag in PIXEL_TAGS else None
+        record = record_from_header(ds, pixel_tag)
+        frames = None
+        pixel_offset = pixel_length = None
+        descriptor = None
+        if pixel_tag is not None:
+            try:
+                desc = descriptor_from_dataset(ds)
+                descriptor = desc.to_dict() if desc is not None else None
+            except Exception as exc:  # a bad pixel description does not block storing
+                log.warning("no pixel descriptor for %s: %s", record.sop_uid, exc)
+            if ts != DEFLATED_LE and record.rows and record.columns:
+                try:
+                    element, frames = locate_frames(
+                        read_at, position, size, ts, record.rows, record.columns,
+                        int(ds.get("SamplesPerPixel", 1) or 1), record.bits_allocated or 16,
+                        record.number_of_frames, record.extended_offsets,
+                    )
+                    pixel_offset, pixel_length = element.value_offset, (
+                        element.length if element.length != 0xFFFFFFFF else size - element.value_offset
+                    )
+                except FrameLayoutError as exc:
+                    log.warning("frames of %s not located: %s", record.sop_uid, exc)
+        facts = BlobFacts(
+            blob_key=sha256, sha256=sha256, file_size=size, pixel_offset=pixel_offset,
+            pixel_length=pixel_length, frames=frames, descriptor=descriptor,
+        )
+        return record, facts
+
+
+class Ingestor:
+    def __init__(self, index: IndexStore, blobs: BlobStore, duplicate_policy: DuplicatePolicy) -> None:
+        self.index = index
+        self.blobs = blobs
+        self.duplicate_policy = duplicate_policy
+
+    async def recover(self) -> int:
+        """Remove blobs a crash left pending (written but never committed, or replaced)."""
+        removed = 0
+        for key in await self.index.pending_blobs():
+            if not await self.index.blob_in_use(key):
+                await self.blobs.delete(key)
+                removed += 1
+            await self.index.drop_pending(key)
+        return removed
+
+    async def ingest(self, path: Path, *, expected_study: str | None = None,
+                     sha256: str | None = None) -> IngestResult:
+        """Store the Part-10 file at ``path`` (a spooled copy: it is consumed)."""
+        try:
+            return await self._ingest(path, expected_study, sha256)
+        finally:
+            path.unlink(missing_ok=True)
+
+    async def _ingest(self, path: Path, expected_study: str | None, sha256: str | None) -> IngestResult:
+        digest = sha256 or await asyncio.to_thread(sha256_file, path)
+        try:
+            record, facts = await asyncio.to_thread(inspect_file, path, digest)
+        except LightboxError:
+            raise
+        except Exception as exc:  # whatever a malformed file trips over: its fault, not ours
+            raise BadRequest(f"cannot read the DICOM header: {exc}") from exc
+        result = IngestResult("stored", record.study_uid, record.series_uid, record.sop_uid,
+                              record.sop_class_uid)
+        if expected_study is not None and record.study_uid != expected_study:
+            raise Conflict(
+                f"StudyInstanceUID {record.study_uid} does not match the target study {expected_study}",
+                dicom_status=0xA900,
+            )
+        existing = await self.index.instance_sha256(record.sop_uid)
+        if existing is not None:
+            if existing[0] == digest:
+                return IngestResult("already-present", *_ids(record))
+            if self.duplicate_policy == "reject":
+                raise Conflict(
+                    f"SOP Instance {record.sop_uid} is already stored with different content",
+                    dicom_status=0x0111,
+                )
+        await self.index.add_pending(facts.blob_key)
+        try:
+            await self.blobs.put_file(facts.blob_key, path)
+            commit = await self.index.commit_instance(record, facts)
+        except BaseException:
+            await self._discard(facts.blob_key)
+            raise
+        if commit.replaced_blob:
+            await self._discard(commit.replaced_blob)
+        return result if commit.created else IngestResult("replaced", *_ids(record))
+
+    async def _discard(self, key: str) -> None:
+        try:
+            if not await self.index.blob_in_use(key):
+                await self.blobs.delete(key)
+            await self.index.drop_pending(key)
+        except LightboxError:
+            raise
+        except Exception as exc:  # recover() retries at the next start
+            log.warning("could not discard blob %s: %s", key, exc)
+
+
+def _ids(record: InstanceRecord) -> tuple[str, str, str, str]:
+    return record.study_uid, record.series_uid, record.sop_uid, record.sop_class_uid
