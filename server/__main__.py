@@ -6,4 +6,4 @@ from server.cli import COMMANDS, main
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    main(args if args and args[0] in COMMANDS else ["serve", *args])
+    sys.exit(main(args if args and args[0] in COMMANDS else ["serve", *args]))

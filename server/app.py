@@ -10,14 +10,19 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
-from server.api import health, stow
+from server.api import health, qido, stow, wado
 from server.api.accesslog import AccessLog
+from server.api.auth import Authenticator, AuthMiddleware
 from server.api.http import DICOMWEB_ROOT, error_response
 from server.config import Settings
 from server.dicom.reading import configure_pydicom
+from server.dimse.service import start_dimse, stop_dimse
 from server.errors import LightboxError
 from server.index.sql import SqlIndex
+from server.index.tokens import TokenStore
+from server.services.audit import AuditLog
 from server.services.ingest import Ingestor
+from server.services.search import SearchService
 from server.storage.filestore import FileStore
 
 log = logging.getLogger(__name__)
@@ -29,22 +34,32 @@ def create_app(settings: Settings) -> FastAPI:
     blobs = FileStore(settings.data)
     index = SqlIndex(settings.database)
     ingestor = Ingestor(index, blobs, settings.duplicate_policy)
+    tokens = TokenStore(settings.database)
+    authenticator = Authenticator(settings, tokens)  # fails fast on a bad auth configuration
+    audit = AuditLog(settings.audit_path) if settings.audit_log else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await index.start()
+        await tokens.start()
         spooled = blobs.clear_spool()
         orphans = await ingestor.recover()
         if spooled or orphans:
             log.warning("removed %d unfinished uploads and %d orphan blobs", spooled, orphans)
+        dimse = await start_dimse(settings, app.state)
         yield
+        await stop_dimse(dimse)
         await index.close()
+        await tokens.close()
+        if audit:
+            audit.close()
 
     app = FastAPI(title="Lightbox", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.blobs = blobs
     app.state.index = index
     app.state.ingestor = ingestor
+    app.state.search = SearchService(index, settings.qido_max_results)
 
     @app.exception_handler(LightboxError)
     async def _lightbox_error(_request: Request, exc: LightboxError) -> Response:
@@ -52,8 +67,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(stow.router, prefix=DICOMWEB_ROOT)
+    app.include_router(wado.router, prefix=DICOMWEB_ROOT)
+    app.include_router(qido.router, prefix=DICOMWEB_ROOT)
     if settings.web_dir.is_dir():
         app.mount("/", StaticFiles(directory=settings.web_dir, html=True), name="web")
+    app.add_middleware(AuthMiddleware, settings=settings, authenticator=authenticator, audit=audit)
     if settings.access_log:
         app.add_middleware(AccessLog)
     return app

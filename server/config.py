@@ -23,6 +23,13 @@ class Settings:
     #: DIMSE (C-STORE/C-FIND/...) port; 0 turns the DIMSE service off.
     dimse_port: int = 0
     aet: str = "LIGHTBOX"
+    #: Calling AE titles allowed to associate, comma-separated; empty allows any.
+    dimse_allowed_aets: str = ""
+    #: Concurrent DIMSE associations; more are rejected (A-ASSOCIATE-RJ, local limit).
+    dimse_max_associations: int = 10
+    #: C-MOVE destinations: ``AET@host:port,...`` or the path of a JSON file
+    #: ``{"AET": {"host": "...", "port": 104}, ...}``.
+    dimse_known_aes: str = ""
     #: Public root of the DICOMweb service (e.g. ``https://host/pacs/dicomweb``). Empty: derive
     #: it per request from Host and X-Forwarded-Proto/-Host/-Prefix.
     base_url: str = ""
@@ -45,12 +52,39 @@ class Settings:
     access_log: bool = True
     #: Listen on a non-loopback address without authentication.
     insecure: bool = False
+    #: Authentication methods, comma-separated from ``token``, ``basic``, ``oidc``; empty or
+    #: ``none``: no authentication (then only a loopback address may be used).
+    auth: str = ""
+    #: HTTP Basic users file (``lightbox user add``): ``name:role:scrypt$...`` lines.
+    auth_users_file: str = ""
+    #: OIDC / JWT bearer: expected ``iss``, ``aud``, and the JWKS (a file path or https URL).
+    oidc_issuer: str = ""
+    oidc_audience: str = ""
+    oidc_jwks: str = ""
+    #: Claim holding the user's roles (dotted path, e.g. ``realm_access.roles``).
+    oidc_roles_claim: str = "roles"
+    #: Claim values to roles, e.g. ``radiology=reader,pacs-admins=admin``; role names map to
+    #: themselves.
+    oidc_role_map: str = ""
+    #: Append one JSON line per access to patient data to ``<data>/audit.jsonl``.
+    audit_log: bool = True
+    #: PEM certificate chain and key: ``lightbox serve`` then terminates TLS itself.
+    tls_cert: str = ""
+    tls_key: str = ""
 
     @property
     def database(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data / 'index.sqlite').resolve()}"
+
+    @property
+    def auth_methods(self) -> frozenset[str]:
+        return frozenset(m.strip().lower() for m in self.auth.split(",") if m.strip()) - {"none"}
+
+    @property
+    def audit_path(self) -> Path:
+        return self.data / "audit.jsonl"
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})

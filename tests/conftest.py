@@ -67,7 +67,8 @@ def start_server(data: Path, *extra: str, port: int | None = None, env: dict[str
     port = port or free_port()
     log = data.parent / f"server-{port}.log"
     cmd = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port), "--data", str(data), *extra]
-    proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -118,3 +119,42 @@ def sample_server() -> Iterator[RunningServer]:
     yield server
     server.stop()
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def multipart_body(parts: list[bytes], boundary: str = "lightbox-test-boundary", part_type: str = "application/dicom") -> bytes:
+    """A STOW-RS body the way dicomweb-client writes it (leading CRLF, no trailing CRLF)."""
+    out = bytearray()
+    for data in parts:
+        out += f"\r\n--{boundary}\r\nContent-Type: {part_type}\r\n\r\n".encode()
+        out += data
+    out += f"\r\n--{boundary}--".encode()
+    return bytes(out)
+
+
+def stow_headers(boundary: str = "lightbox-test-boundary") -> dict[str, str]:
+    return {"Content-Type": f'multipart/related; type="application/dicom"; boundary="{boundary}"',
+            "Accept": "application/dicom+json"}
+
+
+def series_from(sample: Path, count: int, study_uid: str | None = None) -> list[bytes]:
+    """``count`` Part-10 files made from a real sample, with fresh instance (and series) UIDs."""
+    import io
+
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    base = pydicom.dcmread(sample)
+    series_uid = generate_uid()
+    study = study_uid or generate_uid()
+    out = []
+    for n in range(count):
+        ds = base.copy()
+        ds.StudyInstanceUID = study
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = n + 1
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        out.append(buf.getvalue())
+    return out

@@ -27,7 +27,7 @@ class SpooledPart:
     complete: bool = False
     error: str | None = None  # why the part is unusable (e.g. too large)
     sha256: str = ""
-    _digest: "hashlib._Hash" = field(default_factory=hashlib.sha256)
+    _digest: hashlib._Hash = field(default_factory=hashlib.sha256)
     _file: BinaryIO | None = None
 
 

@@ -42,7 +42,9 @@ class MediaRange:
 
 def _split(text: str, sep: str) -> list[str]:
     """Split on ``sep`` outside double quotes."""
-    out, buf, quoted = [], [], False
+    out: list[str] = []
+    buf: list[str] = []
+    quoted = False
     for ch in text:
         if ch == '"':
             quoted = not quoted

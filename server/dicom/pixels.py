@@ -11,6 +11,7 @@ shared functional group > top-level attribute.
 from __future__ import annotations
 
 import base64
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -29,6 +30,7 @@ _EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _EXPLICIT_BE = "1.2.840.10008.1.2.2"
 _FORMAT_VERSION = 1
 _T = TypeVar("_T")
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -125,45 +127,37 @@ class PixelDescriptor:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PixelDescriptor:
-        def lut(v: Any) -> Lut | None:
-            if v is None:
-                return None
-            return Lut(
-                int(v["first_mapped"]),
-                int(v["bits"]),
-                base64.b64decode(v["data"]),
-                str(v.get("explanation", "")),
-            )
-
-        def floats(v: Any) -> tuple[float, ...] | None:
-            return None if v is None else tuple(float(x) for x in v)
-
-        pal = d.get("palette")
-        palette = None
-        if pal is not None:
-            r, g, b = lut(pal["red"]), lut(pal["green"]), lut(pal["blue"])
-            assert r is not None and g is not None and b is not None
-            palette = Palette(r, g, b)
-        spacing = d.get("pixel_spacing")
+        """Inverse of ``to_dict``; raises ValueError for an unknown format version."""
+        if d.get("version", _FORMAT_VERSION) != _FORMAT_VERSION:
+            raise ValueError(f"pixel descriptor version {d.get('version')!r} is not supported")
+        pal, spacing = d.get("palette"), d.get("pixel_spacing")
         return cls(
             **{k: d[k] for k in _SCALARS if k in d},
-            modality_lut=lut(d.get("modality_lut")),
-            window_centers=floats(d.get("window_centers")) or (),
-            window_widths=floats(d.get("window_widths")) or (),
-            voi_luts=tuple(x for x in (lut(v) for v in d.get("voi_luts", ())) if x),
-            palette=palette,
+            modality_lut=_lut_json(d["modality_lut"]) if d.get("modality_lut") else None,
+            window_centers=_floats_json(d.get("window_centers")) or (),
+            window_widths=_floats_json(d.get("window_widths")) or (),
+            voi_luts=tuple(_lut_json(v) for v in d.get("voi_luts", ())),
+            palette=None if pal is None else Palette(*(_lut_json(pal[c]) for c in ("red", "green", "blue"))),
             frames=tuple(
                 FrameValues(
                     f.get("rescale_slope"),
                     f.get("rescale_intercept"),
-                    floats(f.get("window_centers")),
-                    floats(f.get("window_widths")),
+                    _floats_json(f.get("window_centers")),
+                    _floats_json(f.get("window_widths")),
                     f.get("voi_lut_function"),
                 )
                 for f in d.get("frames", ())
             ),
             pixel_spacing=None if spacing is None else (float(spacing[0]), float(spacing[1])),
         )
+
+
+def _lut_json(v: Any) -> Lut:
+    return Lut(int(v["first_mapped"]), int(v["bits"]), base64.b64decode(v["data"]), str(v.get("explanation", "")))
+
+
+def _floats_json(v: Any) -> tuple[float, ...] | None:
+    return None if v is None else tuple(float(x) for x in v)
 
 
 _SCALARS = (
@@ -235,9 +229,7 @@ def _build(ds: pydicom.Dataset, keyword: str) -> PixelDescriptor:
     spp = int(ds.get("SamplesPerPixel") or 1)
     shared = _functional_group(ds, "SharedFunctionalGroupsSequence", 0)
     top = _frame_values(ds)
-    per_frame = tuple(
-        _frame_values(item) for item in ds.get("PerFrameFunctionalGroupsSequence") or ()
-    )
+    per_frame = tuple(_frame_values(item) for item in ds.get("PerFrameFunctionalGroupsSequence") or ())
     if per_frame and all(fv == per_frame[0] for fv in per_frame):
         shared = _merge(per_frame[0], shared)
         per_frame = ()
@@ -250,7 +242,7 @@ def _build(ds: pydicom.Dataset, keyword: str) -> PixelDescriptor:
         samples_per_pixel=spp,
         bits_allocated=bits_allocated,
         bits_stored=bits_stored,
-        high_bit=int(ds.get("HighBit", bits_stored - 1)),
+        high_bit=int(_first(ds.get("HighBit"), bits_stored - 1)),
         pixel_representation=pixel_rep,
         photometric_interpretation=pi,
         planar_configuration=int(ds.get("PlanarConfiguration") or 0) if spp > 1 else 0,
@@ -348,12 +340,7 @@ def _frame_values(item: pydicom.Dataset) -> FrameValues:
 
 
 def _merge(preferred: FrameValues, fallback: FrameValues) -> FrameValues:
-    return FrameValues(
-        *(
-            _first(getattr(preferred, f.name), getattr(fallback, f.name))
-            for f in fields(FrameValues)
-        )
-    )
+    return FrameValues(*(_first(getattr(preferred, f.name), getattr(fallback, f.name)) for f in fields(FrameValues)))
 
 
 def _lut_values(item: pydicom.Dataset, little_endian: bool) -> npt.NDArray[np.uint16]:
@@ -392,14 +379,19 @@ def _voi_luts(ds: pydicom.Dataset) -> tuple[Lut, ...]:
 
 
 def _palette(ds: pydicom.Dataset) -> Palette | None:
-    """Resolve normal or segmented palettes (PS3.3 C.7.9.2) with pydicom's expander."""
+    """Resolve normal or segmented palettes (PS3.3 C.7.9.2) with pydicom's expander.
+
+    An unusable palette gives ``None``: the descriptor still builds, rendering says 501.
+    """
     if "RedPaletteColorLookupTableDescriptor" not in ds:
         return None
-    descriptor = [int(v) for v in ds.RedPaletteColorLookupTableDescriptor]
-    entries, first = descriptor[0] or 65536, descriptor[1]
-    table = apply_color_lut(np.arange(first, first + entries, dtype=np.int64), ds)
+    try:
+        descriptor = [int(v) for v in ds.RedPaletteColorLookupTableDescriptor]
+        entries, first = descriptor[0] or 65536, descriptor[1]
+        table = apply_color_lut(np.arange(first, first + entries, dtype=np.int64), ds)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        LOGGER.warning("unusable palette colour lookup table: %s", exc)
+        return None
     bits = 8 if table.dtype == np.uint8 else 16
-    channels = [
-        Lut(first, bits, table[:, i].astype("<u2").tobytes()) for i in range(3)
-    ]
+    channels = [Lut(first, bits, table[:, i].astype("<u2").tobytes()) for i in range(3)]
     return Palette(*channels)

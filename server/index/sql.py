@@ -180,7 +180,7 @@ class SqlIndex:
         result = await conn.execute(
             S.patients.insert().values(patient_id=r.patient_id, issuer=r.issuer_of_patient_id, **values)
         )
-        return int(result.inserted_primary_key[0])
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     async def _upsert_study(self, conn: AsyncConnection, r: InstanceRecord, patient_pk: int, now: float) -> int:
         values = {
@@ -200,7 +200,7 @@ class SqlIndex:
             await conn.execute(S.studies.update().where(S.studies.c.pk == row[0]).values(**values))
             return int(row[0])
         result = await conn.execute(S.studies.insert().values(study_uid=r.study_uid, **values))
-        return int(result.inserted_primary_key[0])
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     async def _upsert_series(self, conn: AsyncConnection, r: InstanceRecord, study_pk: int, now: float) -> int:
         values = {
@@ -219,7 +219,7 @@ class SqlIndex:
             await conn.execute(S.series.update().where(S.series.c.pk == row[0]).values(**values))
             return int(row[0])
         result = await conn.execute(S.series.insert().values(series_uid=r.series_uid, **values))
-        return int(result.inserted_primary_key[0])
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     async def _refresh_counts(self, conn: AsyncConnection, series_pk: int, study_pk: int) -> None:
         """Recount from the rows themselves: exact under any interleaving of writers."""

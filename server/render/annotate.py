@@ -15,9 +15,7 @@ from server.render.params import Window
 _MARGIN = 4
 
 
-def burn_annotations(
-    image: Image.Image, wanted: frozenset[str], text: Mapping[str, str] | None
-) -> Image.Image:
+def burn_annotations(image: Image.Image, wanted: frozenset[str], text: Mapping[str, str] | None) -> Image.Image:
     """Draw ``text[kind]`` for each requested kind; missing strings are skipped."""
     if not wanted or not text:
         return image
@@ -30,9 +28,7 @@ def burn_annotations(
             continue
         box = draw.multiline_textbbox((0, 0), body, font=font, stroke_width=1)
         y = _MARGIN if kind == "patient" else image.height - (box[3] - box[1]) - _MARGIN
-        draw.multiline_text(
-            (_MARGIN, max(0, y)), body, font=font, fill=fill, stroke_width=1, stroke_fill=stroke
-        )
+        draw.multiline_text((_MARGIN, max(0, y)), body, font=font, fill=fill, stroke_width=1, stroke_fill=stroke)
     return image
 
 

@@ -55,7 +55,5 @@ def to_rgb8(pixels: npt.NDArray[Any], desc: PixelDescriptor) -> U8:
             raise NotSupported("PALETTE COLOR image without a usable palette")
         return palette_to_rgb8(pixels, desc.palette)
     if pixels.ndim != 3 or pixels.shape[-1] < 3:
-        raise NotSupported(
-            f"{desc.photometric_interpretation} with {desc.samples_per_pixel} samples per pixel"
-        )
+        raise NotSupported(f"{desc.photometric_interpretation} with {desc.samples_per_pixel} samples per pixel")
     return color_to_rgb8(pixels[..., :3], desc)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from pydicom.encaps import encapsulate
-from pydicom.pixels import get_decoder
+from pydicom.pixels.decoders.base import get_decoder
 
 from server.dicom.pixels import PixelDescriptor
 from server.errors import BadRequest, NotSupported

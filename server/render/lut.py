@@ -68,10 +68,7 @@ def choose_voi(desc: PixelDescriptor, frame_index: int, window: Window | None) -
 
 def inverts(desc: PixelDescriptor) -> bool:
     """MONOCHROME1 (PS3.3 C.7.6.3.1.2) or Presentation LUT Shape INVERSE (C.11.6.1)."""
-    return (
-        desc.photometric_interpretation == "MONOCHROME1"
-        or desc.presentation_lut_shape == "INVERSE"
-    )
+    return desc.photometric_interpretation == "MONOCHROME1" or desc.presentation_lut_shape == "INVERSE"
 
 
 def make_chain(desc: PixelDescriptor, frame_index: int, window: Window | None) -> Chain:
@@ -85,11 +82,11 @@ def make_chain(desc: PixelDescriptor, frame_index: int, window: Window | None) -
     )
 
 
-def to_grey8(
-    pixels: npt.NDArray[Any], desc: PixelDescriptor, frame_index: int, window: Window | None
-) -> U8:
+def to_grey8(pixels: npt.NDArray[Any], desc: PixelDescriptor, frame_index: int, window: Window | None) -> U8:
     """Apply Modality LUT, VOI and Presentation to one greyscale frame -> uint8."""
     chain = make_chain(desc, frame_index, window)
+    if not pixels.dtype.isnative:
+        pixels = pixels.astype(pixels.dtype.newbyteorder("="))
     kind = chain.voi.kind
     linear_voi = kind == "minmax" or (kind == "window" and chain.voi.function != "SIGMOID")
     if chain.modality_lut is None and linear_voi:
@@ -122,9 +119,10 @@ def _coefficients(chain: Chain, lo: float, hi: float) -> tuple[float, float]:
     if voi.kind == "minmax" and width <= 0:
         a = b = 0.0  # constant frame -> black
     else:
-        width = max(width, 1e-6)  # LINEAR with width 1 is a step (C.11.2.1.2.1)
+        step = width < 1e-6  # LINEAR with width 1 is a step at c - 0.5 (C.11.2.1.2.1)
+        width = max(width, 1e-6)
         a = 255.0 * m / width
-        b = 255.0 * ((k - center) / width + 0.5)
+        b = 255.0 * ((k - center) / width + (-0.5 / 255.0 if step else 0.5))
     if chain.invert:
         a, b = -a, 255.0 - b
     return a, b
@@ -168,7 +166,8 @@ def modality_values(x: npt.NDArray[np.float64], chain: Chain) -> npt.NDArray[np.
 
 def _lookup(x: npt.NDArray[np.float64], lut: Lut) -> npt.NDArray[np.float64]:
     index = np.clip(np.floor(x) - lut.first_mapped, 0, lut.entries - 1).astype(np.intp)
-    return lut.values().astype(np.float64)[index]
+    table: npt.NDArray[np.float64] = lut.values().astype(np.float64)
+    return np.asarray(table[index], dtype=np.float64)
 
 
 def pipeline_values(x: npt.NDArray[np.float64], chain: Chain) -> npt.NDArray[np.float64]:

@@ -74,7 +74,8 @@ class RenderParams:
 def _media(media_type: str) -> str:
     value = media_type.split(";")[0].strip().lower()
     if value not in MEDIA_TYPES:
-        raise NotAcceptable(f"media type {media_type!r}: rendered supports {', '.join(MEDIA_TYPES)}")
+        supported = ", ".join(MEDIA_TYPES)
+        raise NotAcceptable(f"media type {media_type!r}: rendered supports {supported}")
     return value
 
 
@@ -156,7 +157,8 @@ def parse_render_params(
     """Query parameters of a WADO-RS rendered/thumbnail request -> RenderParams."""
     name = preset.strip().lower() if preset else None
     if name is not None and name != "thumbnail" and name not in WINDOW_PRESETS:
-        raise BadRequest(f"preset: {preset!r} unknown; one of thumbnail, {', '.join(WINDOW_PRESETS)}")
+        known = ", ".join(["thumbnail", *WINDOW_PRESETS])
+        raise BadRequest(f"preset: {preset!r} unknown; one of {known}")
     win = parse_window(window) if window else None
     if win is None and name in WINDOW_PRESETS:
         win = make_window("preset", *WINDOW_PRESETS[name])

@@ -66,9 +66,7 @@ def render_array(
     annotation_text: Mapping[str, str] | None = None,
 ) -> bytes:
     """A decoded frame (``decode_frame`` output) -> encoded image bytes."""
-    image = render_image(
-        pixels, desc, params, frame_index=frame_index, annotation_text=annotation_text
-    )
+    image = render_image(pixels, desc, params, frame_index=frame_index, annotation_text=annotation_text)
     return encode_image(image, params.media_type, params.quality)
 
 
@@ -82,9 +80,7 @@ def render_frame(
 ) -> bytes:
     """Stored frame bytes -> encoded image bytes (decode + ``render_array``)."""
     pixels = decode_frame(frame, desc, frame_index)
-    return render_array(
-        pixels, desc, params, frame_index=frame_index, annotation_text=annotation_text
-    )
+    return render_array(pixels, desc, params, frame_index=frame_index, annotation_text=annotation_text)
 
 
 def render_thumbnail(

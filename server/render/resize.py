@@ -27,9 +27,7 @@ def crop(pixels: U8, region: Region | None) -> U8:
     return np.ascontiguousarray(out)
 
 
-def _span(
-    start: float, length: float | None, size: int, fractional: bool, axis: str
-) -> tuple[int, int, bool]:
+def _span(start: float, length: float | None, size: int, fractional: bool, axis: str) -> tuple[int, int, bool]:
     scale = size if fractional else 1
     a = start * scale
     b = size if length is None else a + length * scale

@@ -140,7 +140,7 @@ class Ingestor:
             path.unlink(missing_ok=True)
 
     async def _ingest(self, path: Path, expected_study: str | None, sha256: str | None) -> IngestResult:
-        digest = sha256 or await asyncio.to_thread(sha256_file, path)
+        digest = sha256 if sha256 else await asyncio.to_thread(sha256_file, path)
         try:
             record, facts = await asyncio.to_thread(inspect_file, path, digest)
         except LightboxError:
