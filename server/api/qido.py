@@ -3,7 +3,7 @@
 Answers ``application/dicom+json`` (default; ``application/json`` too) or
 ``multipart/related; type="application/dicom+xml"`` with one dataset per part.
 Ignored parameters and capped results are reported in ``Warning: 299`` headers
-(PS3.18 §8.3.4), which the CORS layer must expose to browsers.
+(PS3.18 §8.3.4), exposed to browsers with Access-Control-Expose-Headers.
 """
 
 from __future__ import annotations
@@ -158,6 +158,8 @@ async def search(request: Request, level: Level, study: str | None = None, serie
                         media_type=None if status == 204 else media_type)
     for text in dict.fromkeys(warnings):  # once each, in order
         response.headers.append("Warning", _warning_value(base, text))
+    # browsers hide non-safelisted headers from cross-origin scripts unless exposed (CORS-03)
+    response.headers["Access-Control-Expose-Headers"] = "Warning"
     return response
 
 

@@ -7,6 +7,7 @@ with the exact ``Content-Type:`` part header spelling cornerstone needs (checkli
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
@@ -18,6 +19,7 @@ from server.dicom.media import MediaRange, accept_from_query, parse_accept
 from server.dicom.uids import require_uid
 from server.services.retrieve import Part, Payload, Retriever, parse_frame_list, parse_range
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 
@@ -56,13 +58,26 @@ def _gzip_ok(request: Request) -> bool:
 
 
 async def _stream_parts(parts: list[Part], boundary: str) -> AsyncIterator[bytes]:
-    for n, part in enumerate(parts):
+    """Write parts as they come; a part that fails before its first byte is left out."""
+    emitted = 0
+    for part in parts:
+        first = part.body or b""
+        rest: AsyncIterator[bytes] | None = None
+        if part.stream is not None:
+            rest = aiter(part.stream)
+            try:
+                first = await anext(rest)
+            except StopAsyncIteration:
+                rest = None
+            except Exception as exc:  # the response has started: skip the part, keep the rest
+                log.warning("part %s left out: %s", part.location, exc)
+                continue
         head = part_head(boundary, part.content_type, part.location, part.headers or None)
-        yield head if n == 0 else b"\r\n" + head
-        if part.body is not None:
-            yield part.body
-        elif part.stream is not None:
-            async for chunk in part.stream:
+        yield head if emitted == 0 else b"\r\n" + head
+        emitted += 1
+        yield first
+        if rest is not None:
+            async for chunk in rest:
                 yield chunk
     yield closing(boundary)
 

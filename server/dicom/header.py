@@ -81,6 +81,17 @@ def _text(ds: Dataset, keyword: str) -> str:
     return str(value).strip()
 
 
+def _date(ds: Dataset, keyword: str) -> str:
+    """A DA as YYYYMMDD for range matching (ACR-NEMA ``YYYY.MM.DD`` is still met)."""
+    value = _text(ds, keyword)
+    return value.replace(".", "") if len(value) == 10 and value[4] == value[7] == "." else value
+
+
+def _time(ds: Dataset, keyword: str) -> str:
+    """A TM as HHMMSS.FFFFFF for range matching (ACR-NEMA ``HH:MM:SS`` is still met)."""
+    return _text(ds, keyword).replace(":", "")
+
+
 def _int(ds: Dataset, keyword: str) -> int | None:
     try:
         value = ds.get(keyword)
@@ -133,10 +144,10 @@ def record_from_header(ds: Dataset, pixel_tag: int | None) -> InstanceRecord:
         patient_id=_text(ds, "PatientID"),
         issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
         patient_name=_text(ds, "PatientName"),
-        patient_birth_date=_text(ds, "PatientBirthDate"),
+        patient_birth_date=_date(ds, "PatientBirthDate"),
         patient_sex=_text(ds, "PatientSex"),
-        study_date=_text(ds, "StudyDate"),
-        study_time=_text(ds, "StudyTime"),
+        study_date=_date(ds, "StudyDate"),
+        study_time=_time(ds, "StudyTime"),
         accession_number=_text(ds, "AccessionNumber"),
         study_id=_text(ds, "StudyID"),
         study_description=_text(ds, "StudyDescription"),
@@ -144,7 +155,7 @@ def record_from_header(ds: Dataset, pixel_tag: int | None) -> InstanceRecord:
         modality=_text(ds, "Modality"),
         series_number=_int(ds, "SeriesNumber"),
         series_description=_text(ds, "SeriesDescription"),
-        series_date=_text(ds, "SeriesDate"),
+        series_date=_date(ds, "SeriesDate"),
         body_part=_text(ds, "BodyPartExamined"),
         instance_number=_int(ds, "InstanceNumber"),
         rows=_int(ds, "Rows"),

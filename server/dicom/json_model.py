@@ -13,10 +13,11 @@ import math
 from typing import Any
 
 import orjson
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.valuerep import VR
 
+from server.dicom.json_fast import SIMPLE_CHARSETS, fast_value
 from server.dicom.uids import is_encapsulated
 
 log = logging.getLogger(__name__)
@@ -45,17 +46,30 @@ def _number(value: Any) -> Any:
     return value
 
 
+def _binary_json(
+    vr: str, value: bytes, instance_path: str, tag_path: tuple[int, ...], items: tuple[int, ...]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"vr": vr}
+    if value:
+        if len(value) >= BULK_THRESHOLD:
+            out["BulkDataURI"] = bulk_path(instance_path, tag_path, items)
+        else:
+            out["InlineBinary"] = base64.b64encode(value).decode("ascii")
+    return out
+
+
 def _element_json(
     elem: DataElement,
     instance_path: str,
     tag_path: tuple[int, ...],
     items: tuple[int, ...],
+    encoding: str | None,
 ) -> dict[str, Any]:
     vr = elem.VR
     if vr == VR.SQ:
         out: dict[str, Any] = {"vr": "SQ"}
         values = [
-            _dataset_json(item, instance_path, tag_path, (*items, n))
+            _dataset_json(item, instance_path, tag_path, (*items, n), encoding)
             for n, item in enumerate(elem.value)
         ]
         if values:
@@ -66,13 +80,7 @@ def _element_json(
         if vr not in _BINARY_VRS and not isinstance(value, bytes | bytearray):
             return elem.to_json_dict(None, BULK_THRESHOLD)
         resolved = "OW" if vr.startswith("OB or") or vr.startswith("US or") else vr
-        out = {"vr": resolved}
-        if value:
-            if len(value) >= BULK_THRESHOLD:
-                out["BulkDataURI"] = bulk_path(instance_path, tag_path, items)
-            else:
-                out["InlineBinary"] = base64.b64encode(bytes(value)).decode("ascii")
-        return out
+        return _binary_json(resolved, bytes(value), instance_path, tag_path, items)
     result: dict[str, Any] = elem.to_json_dict(None, BULK_THRESHOLD)
     if "Value" in result:
         if vr in ("FL", "FD", "DS"):
@@ -83,20 +91,48 @@ def _element_json(
 
 
 def _dataset_json(
-    ds: Dataset, instance_path: str, parent: tuple[int, ...], items: tuple[int, ...]
+    ds: Dataset, instance_path: str, parent: tuple[int, ...], items: tuple[int, ...], inherited: str | None = "latin-1"
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    # Items inherit the character set of the dataset that holds them (PS3.5 §6.1.2.5.3).
+    encoding = _simple_encoding(ds) if 0x00080005 in ds else inherited
     for key in sorted(ds.keys()):  # F.2.2 wants ascending keys
         tag = int(key)
         if tag & 0xFFFF == 0 or tag >> 16 in (0x0002, 0xFFFE):
             continue  # no group lengths, no file meta, no stray item tags (PS3.18 F.2.2)
+        raw = ds.get_item(key)
+        if isinstance(raw, RawDataElement) and raw.VR != "SQ" and isinstance(raw.value, bytes):
+            vr = str(raw.VR)
+            if vr in _BINARY_VRS and (vr != "UN" or tag >> 16 & 1):
+                # Bytes as they are; private UN stays UN (PS3.18 F.2.2, checklist JSON-10).
+                out[f"{tag:08X}"] = _binary_json(vr, raw.value, instance_path, (*parent, tag), items)
+                continue
+            fast = fast_value(raw, encoding) if vr not in _BINARY_VRS else None
+            if fast is not None:
+                out[f"{tag:08X}"] = fast
+                continue
         try:
             elem = ds[key]
-            out[f"{tag:08X}"] = _element_json(elem, instance_path, (*parent, tag), items)
+            out[f"{tag:08X}"] = _element_json(elem, instance_path, (*parent, tag), items, encoding)
         except Exception as exc:  # a malformed value must not lose the rest of the header
             log.warning("element %08X not representable in JSON: %s", tag, exc)
             out[f"{tag:08X}"] = {"vr": "UN"}
     return out
+
+
+def _simple_encoding(ds: Dataset) -> str | None:
+    """The codec for text values when the character set needs no escapes, else None."""
+    raw = ds.get_item(0x00080005)
+    if raw is None:
+        return SIMPLE_CHARSETS[""]
+    value = raw.value
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    names = [v.strip() for v in (value if isinstance(value, list | tuple) else str(value or "").split("\\"))]
+    names = [n for n in names if n] or [""]
+    if len(names) == 1 and names[0] in SIMPLE_CHARSETS:
+        return SIMPLE_CHARSETS[names[0]]
+    return None
 
 
 def dataset_to_json(ds: Dataset, instance_path: str, pixel_tag: int | None = None) -> bytes:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from pynetdicom import evt
@@ -48,9 +48,9 @@ class AssociationLog:
                 self._records[key] = rec
             return rec
 
-    def count(self, event: Event, what: str) -> None:
-        """Note one operation, e.g. ``C-STORE ok`` or ``C-STORE 0xA900``."""
-        self._record(event).done[what] += 1
+    def count(self, event: Event, what: str, n: int = 1) -> None:
+        """Note an operation, e.g. ``C-STORE ok`` or ``C-STORE 0xA900``."""
+        self._record(event).done[what] += n
 
     def _titles(self, event: Event, rec: _Record) -> None:
         # set once the A-ASSOCIATE-RQ is decoded, after EVT_REQUESTED
@@ -78,7 +78,7 @@ class AssociationLog:
         log.info("dimse association peer=%s calling=%s called=%s did: %s; %s",
                  rec.peer, rec.calling, rec.called, done, rec.result)
 
-    def handlers(self) -> list[tuple[Any, Any]]:
+    def handlers(self) -> list[Any]:
         return [
             (evt.EVT_ESTABLISHED, self._ended("established")),
             (evt.EVT_REJECTED, self._ended("rejected")),

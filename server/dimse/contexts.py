@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts
-from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-    Verification,
-)
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 
 from server.dicom import uids
 
@@ -41,19 +32,24 @@ _PREFERRED = [
 STORE_SYNTAXES = _PREFERRED + [str(ts) for ts in ALL_TRANSFER_SYNTAXES if ts not in _PREFERRED]
 QUERY_SYNTAXES = [uids.EXPLICIT_VR_LE, uids.IMPLICIT_VR_LE, uids.EXPLICIT_VR_BE]
 
-FIND_MODELS = (PatientRootQueryRetrieveInformationModelFind,
-               StudyRootQueryRetrieveInformationModelFind)
-MOVE_MODELS = (PatientRootQueryRetrieveInformationModelMove,
-               StudyRootQueryRetrieveInformationModelMove)
-GET_MODELS = (PatientRootQueryRetrieveInformationModelGet,
-              StudyRootQueryRetrieveInformationModelGet)
+VERIFICATION = "1.2.840.10008.1.1"
+# PS3.4 Annex C.6: the Patient Root and Study Root information models
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
+PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+PATIENT_ROOT = frozenset({PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, PATIENT_ROOT_GET})
+QR_MODELS = (PATIENT_ROOT_FIND, STUDY_ROOT_FIND, PATIENT_ROOT_MOVE, STUDY_ROOT_MOVE,
+             PATIENT_ROOT_GET, STUDY_ROOT_GET)
 
 STORAGE_CLASSES = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
 
 
 def add_supported(ae: AE) -> None:
-    ae.add_supported_context(Verification, QUERY_SYNTAXES)
-    for model in (*FIND_MODELS, *MOVE_MODELS, *GET_MODELS):
+    ae.add_supported_context(VERIFICATION, QUERY_SYNTAXES)
+    for model in QR_MODELS:
         ae.add_supported_context(model, QUERY_SYNTAXES)
     # scp_role: a C-GET requestor asks us to act as Storage SCU on its association (PS3.7 D.3.3.4)
     for sop_class in STORAGE_CLASSES:

@@ -19,11 +19,14 @@ from server.config import Settings
 from server.dimse.assoclog import AssociationLog, called_title
 from server.dimse.bridge import LoopBridge
 from server.dimse.contexts import add_supported
+from server.dimse.find import FindSCP
 from server.dimse.peers import parse_allowed_aets, parse_known_aes
+from server.dimse.retrieve import RetrieveSCP
 from server.dimse.status import SUCCESS
 from server.dimse.store import StoreSCP
 from server.index.base import IndexStore
 from server.services.ingest import Ingestor
+from server.services.search import SearchService
 from server.storage.base import BlobStore
 
 log = logging.getLogger(__name__)
@@ -34,7 +37,8 @@ MAX_PDU = 1 << 20
 
 class DimseService:
     def __init__(self, settings: Settings, *, ingestor: Ingestor, index: IndexStore,
-                 blobs: BlobStore, search: Any, loop: asyncio.AbstractEventLoop) -> None:
+                 blobs: BlobStore, search: SearchService,
+                 loop: asyncio.AbstractEventLoop) -> None:
         self.settings = settings
         self.ingestor = ingestor
         self.index = index
@@ -58,19 +62,23 @@ class DimseService:
         self.assoc_log.count(event, "C-ECHO")
         return SUCCESS
 
-    def _handlers(self) -> list[tuple[Any, Any]]:
+    def _handlers(self) -> list[Any]:
         store = StoreSCP(self.ingestor, self.blobs.spool_dir(), self.bridge, self.assoc_log)
+        find = FindSCP(self.search, self.bridge, self.assoc_log, self.settings.aet)
+        retrieve = RetrieveSCP(self.search, self.index, self.blobs, self.bridge, self.assoc_log,
+                               self.known_aes)
         return [
             (evt.EVT_C_ECHO, self._echo),
             (evt.EVT_C_STORE, store),
+            (evt.EVT_C_FIND, find),
+            (evt.EVT_C_MOVE, retrieve.move),
+            (evt.EVT_C_GET, retrieve.get),
             *self.assoc_log.handlers(),
         ]
 
     def start(self) -> None:
-        # Process-wide pynetdicom switches: stream received datasets to a file, and send
-        # stored files without decoding them.
+        # Process-wide pynetdicom switch: stream each received dataset to a file.
         _config.STORE_RECV_CHUNKED_DATASET = True
-        _config.STORE_SEND_CHUNKED_DATASET = True
         # pynetdicom logs every message at INFO; our association line says what matters
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
         ae = AE(self.settings.aet)
@@ -99,7 +107,7 @@ async def start_dimse(settings: Settings, state: Any) -> DimseService | None:
         return None
     service = DimseService(
         settings, ingestor=state.ingestor, index=state.index, blobs=state.blobs,
-        search=getattr(state, "search", None), loop=asyncio.get_running_loop(),
+        search=state.search, loop=asyncio.get_running_loop(),
     )
     service.start()
     return service

@@ -12,15 +12,17 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import cast
 
 from pydicom.filereader import read_partial
 from pydicom.tag import BaseTag
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
 from server.dimse.assoclog import AssociationLog
 from server.dimse.bridge import LoopBridge
-from server.errors import BadRequest
 from server.dimse.status import IDENTIFIER_MISMATCH, SUCCESS, store_status
+from server.errors import BadRequest
 from server.services.ingest import Ingestor
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ class StoreSCP:
         return status
 
     def _store(self, event: Event) -> int:
-        request = event.request
+        request = cast(C_STORE, event.request)
         path: Path | None = None
         try:
             path = _take(event.dataset_path, self.spool)

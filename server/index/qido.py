@@ -295,6 +295,9 @@ class Compiler:
         self.fuzzy = fuzzy
         self.sqlite = sqlite
         self.warnings: list[str] = []
+        # patient keys are matched in one sub-select (studies.patient_pk IN (...)) so the
+        # planner starts from the patients' indexes instead of scanning every study
+        self.patient_conds: list[Any] = []
 
     def column(self, tag: int, spec: Column, value: str) -> Any:
         col = spec.column
@@ -309,10 +312,11 @@ class Compiler:
             return _any_of([self._range(col, *parse_range(tag, v, "TM")) for v in _split_values(value)])
         if spec.kind == "modalities":
             # PS3.4 C.6.1.1.3.1: a study matches if any of its series' modalities matches
+            # (an IN list, not EXISTS: the planner then walks the modality index, not every study)
             values = [v.strip() for v in re.split(r"[\\,]", value) if v.strip()]
             m = S.study_modalities
             inner = _any_of([text_match(m.c.modality, v, self.sqlite) for v in values])
-            return sa.exists().where(m.c.study_pk == S.studies.c.pk, inner)
+            return S.studies.c.pk.in_(sa.select(m.c.study_pk).where(inner))
         if spec.kind == "pn":
             return _any_of([self._person_name(col, v) for v in _split_values(value)])
         if spec.kind == "ci":
@@ -429,7 +433,11 @@ class Compiler:
             if RANK[spec.level] > RANK[self.level]:
                 self.warnings.append(f"{_name(tag)} is not a {self.level}-level attribute and was ignored")
                 return None
-            return self.column(tag, spec, value)
+            cond = self.column(tag, spec, value)
+            if spec.column.table is S.patients:
+                self.patient_conds.append(cond)
+                return None
+            return cond
         if tag in COMPUTED:
             self.warnings.append(f"matching on {_name(tag)} is not supported and was ignored")
             return None
@@ -456,26 +464,22 @@ class Compiler:
 
 def build(c: Criteria, sqlite: bool) -> tuple[sa.Select[Any], list[str]]:
     comp = Compiler(c.level, c.fuzzy, sqlite)
-    st, se, inst, pa = S.studies, S.series, S.instances, S.patients
+    st, se, inst = S.studies, S.series, S.instances
     cols: list[Any] = [
         st.c.pk, st.c.study_uid, st.c.study_json, st.c.modalities, st.c.num_series, st.c.num_instances,
     ]
     if c.level == "study":
-        query = sa.select(*cols).select_from(st.join(pa, pa.c.pk == st.c.patient_pk))
+        query = sa.select(*cols).select_from(st)
         order: list[Any] = [st.c.pk]
     elif c.level == "series":
         cols += [se.c.pk, se.c.series_uid, se.c.series_json, se.c.num_instances]
-        query = sa.select(*cols).select_from(
-            se.join(st, st.c.pk == se.c.study_pk).join(pa, pa.c.pk == st.c.patient_pk)
-        )
+        query = sa.select(*cols).select_from(se.join(st, st.c.pk == se.c.study_pk))
         order = [se.c.series_number, se.c.pk] if c.study_uid else [se.c.pk]
     else:
         cols += [se.c.pk, se.c.series_uid, se.c.series_json, se.c.num_instances,
                  inst.c.pk, inst.c.sop_uid, inst.c.instance_json]
         query = sa.select(*cols).select_from(
-            inst.join(se, se.c.pk == inst.c.series_pk)
-            .join(st, st.c.pk == inst.c.study_pk)
-            .join(pa, pa.c.pk == st.c.patient_pk)
+            inst.join(se, se.c.pk == inst.c.series_pk).join(st, st.c.pk == inst.c.study_pk)
         )
         order = [inst.c.instance_number, inst.c.pk] if c.series_uid else [inst.c.pk]
         if c.study_uid and not c.series_uid:
@@ -500,6 +504,9 @@ def build(c: Criteria, sqlite: bool) -> tuple[sa.Select[Any], list[str]]:
         cond = comp.sequence_predicate(seq, tag, value)
         if cond is not None:
             query = query.where(cond)
+    if comp.patient_conds:
+        pa = S.patients
+        query = query.where(st.c.patient_pk.in_(sa.select(pa.c.pk).where(*comp.patient_conds)))
     query = query.order_by(*order).limit(c.limit + 1).offset(c.offset)
     return query, comp.warnings
 

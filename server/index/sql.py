@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from server.dicom.header import InstanceRecord, normalize_name
@@ -77,11 +78,13 @@ class SqlIndex:
             await self._mark_pending(conn, blob_key)
 
     async def _mark_pending(self, conn: AsyncConnection, blob_key: str) -> None:
-        exists = await conn.execute(
-            sa.select(S.pending_blobs.c.blob_key).where(S.pending_blobs.c.blob_key == blob_key)
-        )
+        await conn.run_sync(self._mark_pending_sync, blob_key)
+
+    @staticmethod
+    def _mark_pending_sync(conn: Connection, blob_key: str) -> None:
+        exists = conn.execute(sa.select(S.pending_blobs.c.blob_key).where(S.pending_blobs.c.blob_key == blob_key))
         if exists.first() is None:
-            await conn.execute(S.pending_blobs.insert().values(blob_key=blob_key, created_at=time.time()))
+            conn.execute(S.pending_blobs.insert().values(blob_key=blob_key, created_at=time.time()))
 
     async def drop_pending(self, blob_key: str) -> None:
         async with self._write() as conn:
@@ -111,55 +114,59 @@ class SqlIndex:
             return (row[0], row[1]) if row else None
 
     async def commit_instance(self, record: InstanceRecord, facts: BlobFacts) -> CommitResult:
-        now = time.time()
+        # All statements run in the database thread in one go: no hop per statement.
         async with self._write() as conn:
-            patient_pk = await self._upsert_patient(conn, record)
-            study_pk = await self._upsert_study(conn, record, patient_pk, now)
-            series_pk = await self._upsert_series(conn, record, study_pk, now)
-            values = {
-                "series_pk": series_pk,
-                "study_pk": study_pk,
-                "sop_class_uid": record.sop_class_uid,
-                "instance_number": record.instance_number,
-                "rows": record.rows,
-                "columns": record.columns,
-                "bits_allocated": record.bits_allocated,
-                "number_of_frames": record.number_of_frames,
-                "transfer_syntax": record.transfer_syntax,
-                "blob_key": facts.blob_key,
-                "file_size": facts.file_size,
-                "sha256": facts.sha256,
-                "pixel_tag": record.pixel_tag,
-                "pixel_offset": facts.pixel_offset,
-                "pixel_length": facts.pixel_length,
-                "frames": orjson.dumps(facts.frames).decode() if facts.frames is not None else None,
-                "descriptor": orjson.dumps(facts.descriptor).decode() if facts.descriptor else None,
-                "instance_json": record.instance_json,
-                "metadata": record.metadata_json,
-                "created_at": now,
-            }
-            old = (
-                await conn.execute(
-                    sa.select(S.instances.c.pk, S.instances.c.blob_key, S.instances.c.series_pk,
-                              S.instances.c.study_pk)
-                    .where(S.instances.c.sop_uid == record.sop_uid)
-                )
-            ).first()
-            replaced: str | None = None
-            if old is None:
-                await conn.execute(S.instances.insert().values(sop_uid=record.sop_uid, **values))
-            else:
-                await conn.execute(S.instances.update().where(S.instances.c.pk == old[0]).values(**values))
-                if old[1] != facts.blob_key:
-                    replaced = old[1]
-                    await self._mark_pending(conn, old[1])
-            await self._refresh_counts(conn, series_pk, study_pk)
-            if old is not None and (old[2], old[3]) != (series_pk, study_pk):
-                await self._refresh_counts(conn, old[2], old[3])
-            await conn.execute(S.pending_blobs.delete().where(S.pending_blobs.c.blob_key == facts.blob_key))
-            return CommitResult(created=old is None, replaced_blob=replaced)
+            return await conn.run_sync(self._commit_sync, record, facts)
 
-    async def _upsert_patient(self, conn: AsyncConnection, r: InstanceRecord) -> int:
+    def _commit_sync(self, conn: Connection, record: InstanceRecord, facts: BlobFacts) -> CommitResult:
+        now = time.time()
+        patient_pk = self._upsert_patient(conn, record)
+        study_pk = self._upsert_study(conn, record, patient_pk, now)
+        series_pk = self._upsert_series(conn, record, study_pk, now)
+        values = {
+            "series_pk": series_pk,
+            "study_pk": study_pk,
+            "sop_class_uid": record.sop_class_uid,
+            "instance_number": record.instance_number,
+            "rows": record.rows,
+            "columns": record.columns,
+            "bits_allocated": record.bits_allocated,
+            "number_of_frames": record.number_of_frames,
+            "transfer_syntax": record.transfer_syntax,
+            "blob_key": facts.blob_key,
+            "file_size": facts.file_size,
+            "sha256": facts.sha256,
+            "pixel_tag": record.pixel_tag,
+            "pixel_offset": facts.pixel_offset,
+            "pixel_length": facts.pixel_length,
+            "frames": orjson.dumps(facts.frames).decode() if facts.frames is not None else None,
+            "descriptor": orjson.dumps(facts.descriptor).decode() if facts.descriptor else None,
+            "instance_json": record.instance_json,
+            "metadata": record.metadata_json,
+            "created_at": now,
+        }
+        old = (
+            conn.execute(
+                sa.select(S.instances.c.pk, S.instances.c.blob_key, S.instances.c.series_pk,
+                          S.instances.c.study_pk)
+                .where(S.instances.c.sop_uid == record.sop_uid)
+            )
+        ).first()
+        replaced: str | None = None
+        if old is None:
+            conn.execute(S.instances.insert().values(sop_uid=record.sop_uid, **values))
+        else:
+            conn.execute(S.instances.update().where(S.instances.c.pk == old[0]).values(**values))
+            if old[1] != facts.blob_key:
+                replaced = old[1]
+                self._mark_pending_sync(conn, old[1])
+        self._refresh_counts(conn, series_pk, study_pk)
+        if old is not None and (old[2], old[3]) != (series_pk, study_pk):
+            self._refresh_counts(conn, old[2], old[3])
+        conn.execute(S.pending_blobs.delete().where(S.pending_blobs.c.blob_key == facts.blob_key))
+        return CommitResult(created=old is None, replaced_blob=replaced)
+
+    def _upsert_patient(self, conn: Connection, r: InstanceRecord) -> int:
         values = {
             "patient_name": r.patient_name,
             "name_ci": r.patient_name.upper(),
@@ -168,21 +175,21 @@ class SqlIndex:
             "sex": r.patient_sex,
         }
         row = (
-            await conn.execute(
+            conn.execute(
                 sa.select(S.patients.c.pk).where(
                     S.patients.c.patient_id == r.patient_id, S.patients.c.issuer == r.issuer_of_patient_id
                 )
             )
         ).first()
         if row is not None:
-            await conn.execute(S.patients.update().where(S.patients.c.pk == row[0]).values(**values))
+            conn.execute(S.patients.update().where(S.patients.c.pk == row[0]).values(**values))
             return int(row[0])
-        result = await conn.execute(
+        result = conn.execute(
             S.patients.insert().values(patient_id=r.patient_id, issuer=r.issuer_of_patient_id, **values)
         )
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
-    async def _upsert_study(self, conn: AsyncConnection, r: InstanceRecord, patient_pk: int, now: float) -> int:
+    def _upsert_study(self, conn: Connection, r: InstanceRecord, patient_pk: int, now: float) -> int:
         values = {
             "patient_pk": patient_pk,
             "study_date": r.study_date,
@@ -195,14 +202,14 @@ class SqlIndex:
             "study_json": r.study_json,
             "updated_at": now,
         }
-        row = (await conn.execute(sa.select(S.studies.c.pk).where(S.studies.c.study_uid == r.study_uid))).first()
+        row = (conn.execute(sa.select(S.studies.c.pk).where(S.studies.c.study_uid == r.study_uid))).first()
         if row is not None:
-            await conn.execute(S.studies.update().where(S.studies.c.pk == row[0]).values(**values))
+            conn.execute(S.studies.update().where(S.studies.c.pk == row[0]).values(**values))
             return int(row[0])
-        result = await conn.execute(S.studies.insert().values(study_uid=r.study_uid, **values))
+        result = conn.execute(S.studies.insert().values(study_uid=r.study_uid, **values))
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
-    async def _upsert_series(self, conn: AsyncConnection, r: InstanceRecord, study_pk: int, now: float) -> int:
+    def _upsert_series(self, conn: Connection, r: InstanceRecord, study_pk: int, now: float) -> int:
         values = {
             "study_pk": study_pk,
             "modality": r.modality,
@@ -214,45 +221,45 @@ class SqlIndex:
             "series_json": r.series_json,
             "updated_at": now,
         }
-        row = (await conn.execute(sa.select(S.series.c.pk).where(S.series.c.series_uid == r.series_uid))).first()
+        row = (conn.execute(sa.select(S.series.c.pk).where(S.series.c.series_uid == r.series_uid))).first()
         if row is not None:
-            await conn.execute(S.series.update().where(S.series.c.pk == row[0]).values(**values))
+            conn.execute(S.series.update().where(S.series.c.pk == row[0]).values(**values))
             return int(row[0])
-        result = await conn.execute(S.series.insert().values(series_uid=r.series_uid, **values))
+        result = conn.execute(S.series.insert().values(series_uid=r.series_uid, **values))
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
-    async def _refresh_counts(self, conn: AsyncConnection, series_pk: int, study_pk: int) -> None:
+    def _refresh_counts(self, conn: Connection, series_pk: int, study_pk: int) -> None:
         """Recount from the rows themselves: exact under any interleaving of writers."""
         now = time.time()
         n_series_instances = (
-            await conn.execute(sa.select(sa.func.count()).where(S.instances.c.series_pk == series_pk))
+            conn.execute(sa.select(sa.func.count()).where(S.instances.c.series_pk == series_pk))
         ).scalar_one()
         if n_series_instances == 0:
-            await conn.execute(S.series.delete().where(S.series.c.pk == series_pk))
+            conn.execute(S.series.delete().where(S.series.c.pk == series_pk))
         else:
-            await conn.execute(
+            conn.execute(
                 S.series.update().where(S.series.c.pk == series_pk)
                 .values(num_instances=n_series_instances, updated_at=now)
             )
         n_instances = (
-            await conn.execute(sa.select(sa.func.count()).where(S.instances.c.study_pk == study_pk))
+            conn.execute(sa.select(sa.func.count()).where(S.instances.c.study_pk == study_pk))
         ).scalar_one()
-        await conn.execute(S.study_modalities.delete().where(S.study_modalities.c.study_pk == study_pk))
+        conn.execute(S.study_modalities.delete().where(S.study_modalities.c.study_pk == study_pk))
         if n_instances == 0:
-            await conn.execute(S.studies.delete().where(S.studies.c.pk == study_pk))
+            conn.execute(S.studies.delete().where(S.studies.c.pk == study_pk))
             return
-        modality_rows = await conn.execute(
+        modality_rows = conn.execute(
             sa.select(S.series.c.modality).where(S.series.c.study_pk == study_pk).distinct()
         )
         modalities = sorted({m for (m,) in modality_rows if m})
         if modalities:
-            await conn.execute(
+            conn.execute(
                 S.study_modalities.insert(), [{"study_pk": study_pk, "modality": m} for m in modalities]
             )
         n_series = (
-            await conn.execute(sa.select(sa.func.count()).where(S.series.c.study_pk == study_pk))
+            conn.execute(sa.select(sa.func.count()).where(S.series.c.study_pk == study_pk))
         ).scalar_one()
-        await conn.execute(
+        conn.execute(
             S.studies.update().where(S.studies.c.pk == study_pk).values(
                 num_series=n_series, num_instances=n_instances,
                 modalities="\\".join(modalities), updated_at=now,
@@ -356,7 +363,7 @@ class SqlIndex:
             for start in range(0, len(pks), 500):
                 await conn.execute(S.instances.delete().where(S.instances.c.pk.in_(pks[start:start + 500])))
             for series_pk, study_pk in sorted({(r[2], r[3]) for r in rows}):
-                await self._refresh_counts(conn, series_pk, study_pk)
+                await conn.run_sync(self._refresh_counts, series_pk, study_pk)
             keys = sorted({r[1] for r in rows})
             for key in keys:
                 await self._mark_pending(conn, key)

@@ -23,7 +23,7 @@ from server.config import DuplicatePolicy
 from server.dicom.frames import FrameLayoutError, locate_frames
 from server.dicom.header import PIXEL_TAGS, InstanceRecord, record_from_header
 from server.dicom.pixels import descriptor_from_dataset
-from server.dicom.uids import DEFLATED_LE
+from server.dicom.uids import DEFLATED_LE, NATIVE_SYNTAXES
 from server.errors import BadRequest, Conflict, LightboxError
 from server.index.base import BlobFacts, IndexStore
 from server.storage.base import BlobStore
@@ -92,6 +92,13 @@ def inspect_file(path: Path, sha256: str) -> tuple[InstanceRecord, BlobFacts]:
         descriptor = None
         if pixel_tag is not None:
             try:
+                # The header was read without pixels; an empty stand-in lets the descriptor
+                # see which pixel element (and VR) the file has.
+                stand_in = "OB" if ts not in NATIVE_SYNTAXES or (record.bits_allocated or 16) <= 8 else "OW"
+                if ts in NATIVE_SYNTAXES and ts not in (DEFLATED_LE, "1.2.840.10008.1.2"):
+                    stand_in = {b"OB": "OB", b"OW": "OW"}.get(read_at(position + 4, 2), stand_in)
+                vr = {0x7FE00008: "OF", 0x7FE00009: "OD"}.get(pixel_tag, stand_in)
+                ds.add_new(pixel_tag, vr, b"")
                 desc = descriptor_from_dataset(ds)
                 descriptor = desc.to_dict() if desc is not None else None
             except Exception as exc:  # a bad pixel description does not block storing

@@ -235,7 +235,7 @@ class Retriever:
         return row
 
     def _can(self, row: StoredInstance) -> Any:
-        return lambda stored, target: T.can_transcode(stored, target, row.descriptor)
+        return lambda stored, target: T.can_transcode(stored, target, row.descriptor, row.pixel_tag is not None)
 
     def _path(self, row: StoredInstance) -> Path:
         path = self.blobs.local_path(row.blob_key)
@@ -261,6 +261,13 @@ class Retriever:
             name = f"{study}.zip" if series is None else f"{series}.zip"
             return Payload(ZIP, stream=self._zip(rows, choices),
                            headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        if len(rows) == 1 and first.transfer_syntax != rows[0].transfer_syntax:
+            # one instance to transcode: do it before answering, so a failure gets a status
+            data = b"".join([c async for c in self._instance_bytes(rows[0], first.transfer_syntax)])
+            if not first.multipart:
+                return Payload(first.content_type, body=data)
+            return Payload(parts=[Part(first.content_type, instance_url(base, rows[0]), body=data)],
+                           part_type=first.media_type)
         if not first.multipart:
             return Payload(first.content_type, stream=self._instance_bytes(rows[0], first.transfer_syntax))
         parts = [
@@ -344,8 +351,9 @@ class Retriever:
         target = choice.transfer_syntax
         if target == ts or (target == EXPLICIT_VR_LE and ts in (IMPLICIT_VR_LE, DEFLATED_LE)):
             return data
-        if row.descriptor is None:
-            raise NotSupported("this instance has no pixel description to transcode with")
+        if row.descriptor is None:  # nothing to decode a lone frame with: let pydicom read the file
+            data, _ = await asyncio.to_thread(T.frame_from_file, self._path(row), number - 1, None, decode=True)
+            return data
         if target == EXPLICIT_VR_LE and ts == EXPLICIT_VR_BE:
             return T.frame_to_native(data, ts, row.descriptor)
         return await asyncio.to_thread(_convert_frame, data, ts, target, row.descriptor)

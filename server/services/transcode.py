@@ -18,7 +18,7 @@ import numpy.typing as npt
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
-from pydicom.filewriter import dcmwrite
+from pydicom.filewriter import correct_ambiguous_vr, dcmwrite
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.encoders.base import get_encoder
 
@@ -68,14 +68,16 @@ def can_encode(transfer_syntax: str) -> bool:
         return False
 
 
-def can_transcode(stored: str, target: str, desc: dict[str, Any] | None) -> bool:
+def can_transcode(stored: str, target: str, desc: dict[str, Any] | None, has_pixels: bool = True) -> bool:
     """Whether an instance (or a frame) stored in ``stored`` can be produced in ``target``."""
     if target == stored and stored not in (IMPLICIT_VR_LE, EXPLICIT_VR_BE):
         return True
     if target in (IMPLICIT_VR_LE, EXPLICIT_VR_BE, DEFLATED_LE):
         return False  # never sent (PS3.18 §8.7.3) / not worth producing
-    if desc is None:  # no pixel data: only the dataset encoding changes
+    if not has_pixels:  # only the dataset encoding changes
         return target == EXPLICIT_VR_LE or not is_encapsulated(stored)
+    if desc is None:  # pixels we could not describe at ingest: pydicom may still decode them
+        return target == EXPLICIT_VR_LE and can_decode(stored)
     if not can_decode(stored):
         return False
     if target == EXPLICIT_VR_LE:
@@ -183,12 +185,14 @@ def _jpeg_baseline(arr: npt.NDArray[Any], d: PixelDescriptor) -> bytes:
     return out.getvalue()
 
 
-def frame_from_file(path: Path, index: int, desc: dict[str, Any] | None) -> tuple[bytes, str]:
-    """Fallback when the index has no byte spans (deflated or unlocated pixel data):
-    (frame bytes, their transfer syntax) read with pydicom — native frames come back ELE."""
+def frame_from_file(path: Path, index: int, desc: dict[str, Any] | None, *, decode: bool = False
+                    ) -> tuple[bytes, str]:
+    """Fallback when the index has no byte spans (deflated or unlocated pixel data) or no
+    pixel description: (frame bytes, their transfer syntax) read with pydicom. Native frames,
+    and with ``decode`` every frame, come back as Explicit VR LE."""
     ds = pydicom.dcmread(path)
     ts = str(ds.file_meta.get("TransferSyntaxUID", EXPLICIT_VR_LE))
-    if is_encapsulated(ts):
+    if is_encapsulated(ts) and not decode:
         frames = int(ds.get("NumberOfFrames") or 1)
         for n, frame in enumerate(generate_frames(ds.PixelData, number_of_frames=frames)):
             if n == index:
@@ -218,7 +222,21 @@ def _swap_binary_values(ds: Dataset) -> None:
     ds.walk(swap)
 
 
+def _resolve_ambiguous_vrs(ds: Dataset) -> None:
+    """Explicit VR needs one VR per element; pydicom leaves some (e.g. retired curve data) open."""
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+
+    def fix(_ds: Dataset, elem: Any) -> None:
+        vr = str(elem.VR)
+        if " or " in vr:
+            elem.VR = ("SS" if signed else "US") if vr == "US or SS" else "OW"
+
+    correct_ambiguous_vr(ds, True)
+    ds.walk(fix)
+
+
 def _write(ds: Dataset, target: str) -> bytes:
+    _resolve_ambiguous_vrs(ds)
     ds.file_meta.TransferSyntaxUID = target
     if getattr(ds, "preamble", None) is None:
         ds.preamble = b"\0" * 128
