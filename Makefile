@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DATA   ?= ./data
 APT_PACKAGES := dcmtk nginx chromium openssl
 
-.PHONY: run test lint bench venv deps test-deps system-deps samples clean
+.PHONY: run test lint bench venv deps test-deps system-deps samples clean ohif
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,3 +52,8 @@ bench: test-deps
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+## The OHIF Viewer (npm @ohif/app, pinned) for `lightbox serve --ohif`, served at /ohif/.
+ohif: ohif-dist/.ohif-version
+ohif-dist/.ohif-version: scripts/install-ohif.sh
+	scripts/install-ohif.sh ohif-dist
