@@ -41,7 +41,13 @@ export async function request(url, { accept, signal, what = 'Request' } = {}) {
     if (e.name === 'AbortError') throw e;
     throw new DicomWebError('unreachable', 'Server unreachable', 0);
   }
-  if (!res.ok) throw errorFor(res.status, what);
+  if (!res.ok) {
+    const err = errorFor(res.status, what);
+    // PS3.18 §8.5: the server may say why in a Warning header ("299 host: reason").
+    const why = /^\d{3}\s+\S+\s+(.*)$/.exec(res.headers.get('Warning') || '')?.[1];
+    if (why && err.kind !== 'unauthorized') err.message += ` — ${why.replace(/^"|"$/g, '').replace(/^[0-9A-F]{4}\s+/, '')}`;
+    throw err;
+  }
   return res;
 }
 

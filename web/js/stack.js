@@ -7,7 +7,7 @@ import { T, first, num, nums, str, values, frameAttr } from './dicomjson.js';
 const UNCOMPRESSED = new Set(['1.2.840.10008.1.2', '1.2.840.10008.1.2.1']);
 const narrowScreen = matchMedia('(max-width: 700px)').matches;
 // Bytes of decoded pixels kept in memory: a 512² CT slice is 0.5 MB.
-const CACHE_BUDGET = (narrowScreen ? 96 : 384) * 1024 * 1024;
+export const CACHE_BUDGET = (narrowScreen ? 96 : 384) * 1024 * 1024;
 
 /** Pixel description of one frame, everything the LUT and the tools need. */
 function describe(ds, frameIndex, modality) {
@@ -84,9 +84,15 @@ export class Series {
     if (!this.hasMetadata) this._setFrames(this._sort(rows));
   }
 
-  async loadMetadata(signal) {
-    if (this.hasMetadata) return;
-    const md = await dw.retrieveSeriesMetadata(this.studyUid, this.uid, signal);
+  /** Shared by every viewport showing this series: one download, not one each. */
+  loadMetadata() {
+    if (this.hasMetadata) return Promise.resolve();
+    this._md ??= this._loadMetadata().catch((err) => { this._md = null; throw err; });
+    return this._md;
+  }
+
+  async _loadMetadata() {
+    const md = await dw.retrieveSeriesMetadata(this.studyUid, this.uid);
     if (!md.length) throw new dw.DicomWebError('notfound', 'Series has no instances');
     this.instances = this._sort(md);
     this._setFrames(this.instances);
@@ -143,11 +149,15 @@ export const cache = new FrameCache(CACHE_BUDGET);
  * Stale prefetches are aborted so a fast scroll does not queue behind slices already passed.
  */
 class Scheduler {
-  constructor(limit) { this.limit = limit; this.running = new Map(); this.queue = new Map(); }
+  constructor(limit) { this.limit = limit; this.active = 0; this.running = new Map(); this.queue = new Map(); }
   has(key) { return this.running.has(key) || this.queue.has(key); }
   run(key, priority, fn) {
     const existing = this.running.get(key) || this.queue.get(key);
-    if (existing) { existing.priority = Math.max(existing.priority, priority); return existing.promise; }
+    // An aborted job still winding down must not be handed out again: it will only reject.
+    if (existing && !existing.ctrl.signal.aborted) {
+      existing.priority = Math.max(existing.priority, priority);
+      return existing.promise;
+    }
     const job = { key, priority, fn, ctrl: new AbortController() };
     job.promise = new Promise((res, rej) => { job.resolve = res; job.reject = rej; });
     this.queue.set(key, job);
@@ -155,13 +165,15 @@ class Scheduler {
     return job.promise;
   }
   _pump() {
-    while (this.running.size < this.limit && this.queue.size) {
+    while (this.active < this.limit && this.queue.size) {
       let best = null;
       for (const j of this.queue.values()) if (!best || j.priority > best.priority) best = j;
       this.queue.delete(best.key);
       this.running.set(best.key, best);
+      this.active++;
       best.fn(best.ctrl.signal).then(best.resolve, best.reject).finally(() => {
-        this.running.delete(best.key);
+        this.active--;
+        if (this.running.get(best.key) === best) this.running.delete(best.key);
         this._pump();
       });
     }

@@ -1,7 +1,7 @@
 // One image viewport: a canvas, its view state, and the paint. State changes only mark
 // the view dirty; one requestAnimationFrame callback paints every dirty viewport, so a
 // burst of pointer events costs one paint per display frame.
-import { cache, loadRaw, loadRendered, scheduler } from './stack.js';
+import { cache, loadRaw, loadRendered, scheduler, CACHE_BUDGET } from './stack.js';
 import { T, num, str, personName, formatDate, first } from './dicomjson.js';
 import * as tools from './tools.js';
 import { Cine } from './cine.js';
@@ -38,12 +38,14 @@ export function lutFor(d, wc, ww, invert) {
   const mask = 2 ** bits - 1, sign = d.pixelRep ? 2 ** (bits - 1) : 0;
   // PS3.3 C.11.2.1.2.1 linear VOI, the same formula the server's /rendered uses.
   const w = Math.max(1, ww), lo = wc - 0.5 - (w - 1) / 2, hi = wc - 0.5 + (w - 1) / 2;
+  const k = 255 / Math.max(w - 1, 1e-9), c0 = wc - 0.5;
   lut = new Uint32Array(size);
   for (let raw = 0; raw < size; raw++) {
     let v = raw & mask;
     if (v & sign) v -= mask + 1;
     const x = v * d.slope + d.intercept;
-    let g = x <= lo ? 0 : x > hi ? 255 : Math.round(((x - (wc - 0.5)) / (w - 1) + 0.5) * 255);
+    // ((x - c0) / (w - 1) + 0.5) · 255, rounded half up
+    let g = x <= lo ? 0 : x > hi ? 255 : ((x - c0) * k + 128) | 0;
     if (g < 0) g = 0; else if (g > 255) g = 255;
     if (invert) g = 255 - g;
     lut[raw] = 0xff000000 | (g << 16) | (g << 8) | g;
@@ -59,6 +61,24 @@ export const PRESETS = {
   PT: [['SUV 0–5', 2.5, 5], ['SUV 0–10', 5, 10]],
   DEFAULT: [],
 };
+
+// Preview of a new window on a server-rendered JPEG while the re-rendered one is on its
+// way: grey' = slope·grey + intercept, an SVG transfer function the canvas can use as filter.
+let wlFuncs = null;
+function wlFilter(slope, intercept) {
+  if (!wlFuncs) {
+    const ns = 'http://www.w3.org/2000/svg', mk = (t) => document.createElementNS(ns, t);
+    const svg = mk('svg'), filter = mk('filter'), ct = mk('feComponentTransfer');
+    svg.setAttribute('class', 'sr-only');
+    svg.setAttribute('aria-hidden', 'true');
+    filter.id = 'lb-wl';
+    filter.setAttribute('color-interpolation-filters', 'sRGB');
+    wlFuncs = ['feFuncR', 'feFuncG', 'feFuncB'].map((t) => { const f = mk(t); f.setAttribute('type', 'linear'); ct.append(f); return f; });
+    filter.append(ct); svg.append(filter); document.body.append(svg);
+  }
+  for (const f of wlFuncs) { f.setAttribute('slope', String(slope)); f.setAttribute('intercept', String(intercept)); }
+  return 'url(#lb-wl)';
+}
 
 const fmt = (v, d = 0) => (v === null || v === undefined || !Number.isFinite(v) ? '' : v.toFixed(d));
 
@@ -93,13 +113,22 @@ export class Viewport {
     this.cine = new Cine(this);
     this.lowBandwidth = false;
     this.resetView();
-    this.ro = new ResizeObserver(() => { this.invalidate(); this._scheduleLoad(); });
+    // The observer hands over the size, so painting never forces a synchronous layout.
+    this.size = null;
+    this.ro = new ResizeObserver(([entry]) => {
+      // contentRect, not devicePixelContentBoxSize: the latter ignores emulated device scale.
+      const dpr = window.devicePixelRatio || 1, r = entry.contentRect;
+      this.size = [Math.floor(r.width * dpr), Math.floor(r.height * dpr), dpr];
+      this.invalidate();
+      this._scheduleLoad();
+    });
     this.ro.observe(this.el);
     this._bindInput();
     live.add(this);
   }
 
   destroy() {
+    this.setupCtrl?.abort();
     this.ro.disconnect();
     this.cine.stop();
     live.delete(this);
@@ -130,15 +159,25 @@ export class Viewport {
     this.el.dataset.state = 'loading'; this.el.dataset.source = '';
     this.app?.onViewportChange?.(this);
     try {
-      const md = series.loadMetadata(ctrl.signal);
+      let md;
       if (!series.hasMetadata) {
         // The instance list is small; the series metadata may be megabytes on a slow link.
-        // Paint the first slice from a server-rendered JPEG while the metadata arrives.
-        await Promise.race([md, series.loadInstanceList(ctrl.signal).catch(() => md)]);
-        if (ctrl.signal.aborted) return;
-        this._load();
+        // Paint the first slice from a server-rendered JPEG while the metadata arrives; on a
+        // slow link ask for the metadata only once that image is in, so they do not share the pipe.
+        const list = series.loadInstanceList(ctrl.signal);
+        if (this.lowBandwidth) {
+          await list.catch(() => {});
+          if (ctrl.signal.aborted) return;
+          if (series.frames.length) { this._load(); await this._drawn(4000); }
+          md = series.loadMetadata();
+        } else {
+          md = series.loadMetadata();
+          await Promise.race([md, list.catch(() => md)]);
+          if (ctrl.signal.aborted) return;
+          this._load();
+        }
       }
-      await md;
+      await (md || series.loadMetadata());
       if (ctrl.signal.aborted) return;
       this.index = Math.min(this.index, series.frames.length - 1);
       this.cine.fps = series.cineFps;
@@ -150,9 +189,17 @@ export class Viewport {
     }
   }
 
+  /** Resolves when an image is on the canvas (or after `ms`, whichever comes first). */
+  _drawn(ms) {
+    return new Promise((resolve) => {
+      this.onDrawn = resolve;
+      setTimeout(resolve, ms);
+    });
+  }
+
   showError(err) {
     this.error = err.message || String(err);
-    this.el.dataset.state = 'error';
+    // State and message change together, in the next paint.
     this.invalidate();
   }
 
@@ -189,10 +236,21 @@ export class Viewport {
   wantedKeys() {
     const f = this.series?.frames;
     if (!f) return [];
-    const r = this.lowBandwidth ? 2 : 12;
+    const r = this.reach();
     const out = [];
     for (let i = Math.max(0, this.index - r); i <= Math.min(f.length - 1, this.index + r); i++) out.push(f[i].key);
     return out;
+  }
+
+  /**
+   * How many slices either side to prefetch: the whole series when its pixels fit in half
+   * the cache (so a CT can be paged through at display rate), else a window around the slice.
+   */
+  reach() {
+    if (this.lowBandwidth) return 2;
+    const f = this.series.frames, d = f[0]?.desc;
+    const bytes = d ? f.length * d.rows * d.cols * (d.bitsAllocated / 8) : Infinity;
+    return bytes < CACHE_BUDGET / 2 ? f.length : 12;
   }
 
   _load() {
@@ -200,35 +258,44 @@ export class Viewport {
     if (!f) return;
     cancelStale();
     const entry = cache.get(f.key);
-    const order = [];  // neighbours, nearest first, the scroll direction slightly ahead
-    for (let d = 1; d <= (this.lowBandwidth ? 2 : 12); d++) order.push(this.index + d, this.index - d);
+    const order = [];  // neighbours, nearest first, forward before backward
+    for (let d = 1, r = this.reach(); d <= r; d++) order.push(this.index + d, this.index - d);
     const neighbours = order.filter((i) => i >= 0 && i < s.frames.length).map((i) => s.frames[i]);
     if (this.useRaw) {
       if (!entry?.raw) {
-        if (!entry?.rendered && !this.lastImg) this._loadRendered(f, 85, 200);
-        loadRaw(s, f, 300).then(() => this.invalidate(), (e) => this._rawFailed(e, f));
+        // The JPEG is only a head start; if it fails, the raw frame still decides.
+        if (!entry?.rendered && !this.lastImg) this._loadRendered(f, 90, 200, true);
+        loadRaw(s, f, 300).then(() => this._loaded(f), (e) => this._rawFailed(e, f));
       }
-      neighbours.forEach((nf, k) => loadRaw(s, nf, 100 - k).catch(() => {}));
+      neighbours.forEach((nf, k) => loadRaw(s, nf, 100 - k / neighbours.length).catch(() => {}));
       return;
     }
     // Rendered path: a cheap JPEG while the stack is moving, a good one once it stops.
-    const moving = this.lowBandwidth && performance.now() - (this.scrolledAt || 0) < 250;
+    // The very first image on a slow link is a cheap one too: seeing something beats detail.
+    const moving = this.lowBandwidth && (performance.now() - (this.scrolledAt || 0) < 250 || !this.app?.firstImageShown);
     const q = moving ? 50 : 90;
     this._loadRendered(f, q, 300);
     clearTimeout(this.sharpTimer);
     if (moving) this.sharpTimer = setTimeout(() => this._load(), 300);
-    else if (!this.lowBandwidth || this.app?.firstImageShown) neighbours.forEach((nf, k) => this._loadRendered(nf, this.lowBandwidth ? 50 : 90, 100 - k));
+    else if (s.hasMetadata && (!this.lowBandwidth || this.app?.firstImageShown)) {
+      neighbours.slice(0, 24).forEach((nf, k) => this._loadRendered(nf, this.lowBandwidth ? 50 : 90, 100 - k / 24));
+    }
   }
 
-  _loadRendered(f, quality, priority) {
+  _loaded(f) {
+    if (f === this.frame) this.error = null;
+    this.invalidate();
+  }
+
+  _loadRendered(f, quality, priority, quiet = false) {
     const e = cache.get(f.key)?.rendered;
     const win = this.wc !== null ? [this.wc, this.ww] : null;
     const wkey = win ? win.map((v) => v.toFixed(2)).join(',') : '';
     const size = this.renderSize(f);
     if (e && e.quality >= quality && e.wkey === wkey && e.w >= size[0] - 1 && e.h >= size[1] - 1) return;
     loadRendered(this.series, f, { quality, viewport: size, window: win }, priority).then(
-      () => this.invalidate(),
-      (err) => { if (err.name !== 'AbortError' && f === this.frame) this.showError(err); });
+      () => this._loaded(f),
+      (err) => { if (!quiet && err.name !== 'AbortError' && f === this.frame) this.showError(err); });
   }
 
   _rawFailed(err, f) {
@@ -294,6 +361,12 @@ export class Viewport {
     if (e?.raw) return [(e.min + e.max) / 2, Math.max(1, e.max - e.min)];
     return null;
   }
+  /** Min/max modality value of the current frame, once its raw pixels are in. */
+  pixelRange() {
+    const e = this.frame && cache.get(this.frame.key);
+    return e?.raw ? [e.min, e.max] : null;
+  }
+
   setWindow(wc, ww) {
     this.wc = wc; this.ww = Math.max(1, ww);
     this.invalidate();
@@ -302,9 +375,15 @@ export class Viewport {
 
   // ---------------------------------------------------------------- paint
   _resize() {
-    const dpr = window.devicePixelRatio || 1;
-    const w = Math.max(1, Math.round(this.el.clientWidth * dpr)), h = Math.max(1, Math.round(this.el.clientHeight * dpr));
-    if (this.canvas.width !== w || this.canvas.height !== h) { this.canvas.width = w; this.canvas.height = h; }
+    if (!this.size) return;
+    const [sw, sh, dpr] = this.size;
+    const w = Math.max(1, sw), h = Math.max(1, sh);
+    if (this.canvas.width !== w || this.canvas.height !== h) {
+      this.canvas.width = w; this.canvas.height = h;
+      // CSS size = backing size exactly: a stretched canvas would make "1:1" and lengths lie.
+      this.canvas.style.width = w / dpr + 'px';
+      this.canvas.style.height = h / dpr + 'px';
+    }
   }
 
   /** What to draw for the current frame: raw pixels through the LUT, else a rendered JPEG. */
@@ -338,9 +417,19 @@ export class Viewport {
       const [cols, rows] = this.dims();
       // A rendered frame lacks the user's invert when it came back before the request
       // carried it; inversion of a rendered JPEG is done with a canvas filter instead.
-      return { img: e.rendered.bmp, cols, rows, key: f.key, rendered: true };
+      return { img: e.rendered.bmp, cols, rows, key: f.key, rendered: true, preview: this._preview(e.rendered) };
     }
     return null;
+  }
+
+  /** Linear map from the window a JPEG was rendered with to the window now asked for. */
+  _preview(r) {
+    if (this.wc === null) return null;
+    const d = this.desc;
+    const base = r.wkey ? r.wkey.split(',').map(Number) : d && d.wc !== null ? [d.wc, d.ww] : null;
+    if (!base || (Math.abs(base[0] - this.wc) < 0.01 && Math.abs(base[1] - this.ww) < 0.01)) return null;
+    const slope = base[1] / this.ww;
+    return [slope, ((base[0] - base[1] / 2) - (this.wc - this.ww / 2)) / this.ww];
   }
 
   paint() {
@@ -359,7 +448,10 @@ export class Viewport {
       const [cols, rows] = this.dims();
       ctx.setTransform(this.matrix());
       ctx.imageSmoothingEnabled = this.effectiveScale < 3;
-      ctx.filter = draw.rendered && this.invert ? 'invert(1)' : 'none';
+      const filters = [];
+      if (draw.rendered && draw.preview) filters.push(wlFilter(...draw.preview));
+      if (draw.rendered && this.invert) filters.push('invert(1)');
+      ctx.filter = filters.join(' ') || 'none';
       ctx.drawImage(draw.img, 0, 0, cols, rows);
       ctx.filter = 'none';
       ctx.setTransform(1, 0, 0, 1, 0, 0);
@@ -370,6 +462,7 @@ export class Viewport {
     this.el.dataset.source = im ? this.source : '';
     this.el.dataset.index = String(this.index);
     if (im && !this.app?.firstImageShown && this.app) this.app.onFirstImage?.(this);
+    if (im && this.onDrawn) { this.onDrawn(); this.onDrawn = null; }
     this._overlay(state);
   }
 
@@ -384,9 +477,13 @@ export class Viewport {
     this._text(this.msg, [msg]);
     this.msg.classList.toggle('error', state === 'error');
     if (!s) { for (const k in this.ov) this._text(this.ov[k], []); return; }
+    const label = `${s.modality || ''} image ${this.index + 1} of ${s.frames.length || s.count || '?'}`;
+    if (this.canvas.getAttribute('aria-label') !== label) this.canvas.setAttribute('aria-label', label);
+    // Instance metadata when it is in; until then the study's QIDO row.
+    const st = inst[T.PatientName] || !this.app?.studyRow ? inst : this.app.studyRow;
     this._text(this.ov.tl, [
-      personName(first(inst, T.PatientName)), str(inst, T.PatientID),
-      [formatDate(str(inst, T.StudyDate)), str(inst, T.StudyDescription)].filter(Boolean).join(' '),
+      personName(first(st, T.PatientName)), str(st, T.PatientID),
+      [formatDate(str(st, T.StudyDate)), str(st, T.StudyDescription)].filter(Boolean).join(' '),
     ]);
     this._text(this.ov.tr, [
       [s.modality, s.number && `Se ${s.number}`].filter(Boolean).join(' '), s.description,
@@ -478,9 +575,12 @@ export class Viewport {
         this.zoomAt(Math.exp(-e.deltaY * (e.deltaMode ? 0.05 : 0.002)), x, y);
         return;
       }
-      wheelAcc += e.deltaMode ? e.deltaY * 40 : e.deltaY;
-      const steps = Math.trunc(wheelAcc / 50) || (Math.abs(e.deltaY) >= 50 ? Math.sign(e.deltaY) : 0);
-      if (steps) { wheelAcc = 0; this.scrollBy(steps); }
+      // A mouse notch (deltaY ≈ 100-120, or deltaMode lines) is one slice; a trackpad's
+      // small deltas add up to one.
+      const dy = e.deltaMode ? e.deltaY * 40 : e.deltaY;
+      if (Math.abs(dy) >= 50) { wheelAcc = 0; this.scrollBy(Math.sign(dy)); return; }
+      wheelAcc += dy;
+      if (Math.abs(wheelAcc) >= 50) { this.scrollBy(Math.sign(wheelAcc)); wheelAcc = 0; }
     }, { passive: false });
     c.addEventListener('dblclick', () => { this.scale = null; this.panX = this.panY = 0; this.invalidate(); });
   }

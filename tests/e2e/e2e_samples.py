@@ -16,13 +16,15 @@ from pydicom.uid import generate_uid
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "dicom-samples"
 CT512 = (
-    SAMPLES
-    / "cornerstoneWADOImageLoader"
-    / "CTImage.dcm_LittleEndianExplicitTransferSyntax_1.2.840.10008.1.2.1.dcm"
+    SAMPLES / "cornerstoneWADOImageLoader" / "CTImage.dcm_LittleEndianExplicitTransferSyntax_1.2.840.10008.1.2.1.dcm"
 )
 CT_SMALL = SAMPLES / "pydicom" / "CT_small.dcm"
 MULTIFRAME_NM = SAMPLES / "dcm4che" / "NM-MONO2-16-13x-heart.dcm"
 RGB_US = SAMPLES / "pydicom" / "examples_rgb_color.dcm"
+UNCALIBRATED_MR = SAMPLES / "pydicom-data" / "emri_small.dcm"  # no PixelSpacing, 10 frames
+CT_SMALL_SPACING_MM = 0.661468
+# JPEG-LS: the browser cannot decode it, so the viewer must get pixels some other way.
+COMPRESSED_CT = SAMPLES / "dicomParser" / "CT1_UNC.fragmented_bot_jpeg_ls.80.dcm"
 
 STACK_PATIENT = "Acceptance^CTStack"
 STACK_PATIENT_ID = "LBX-E2E-CT"
