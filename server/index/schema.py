@@ -106,6 +106,8 @@ pending_blobs = sa.Table(
     metadata,
     sa.Column("blob_key", sa.String(64), primary_key=True),
     sa.Column("created_at", sa.Float, nullable=False),
+    # "host:pid" of the process that wrote it: recovery leaves a live writer's blobs alone
+    sa.Column("owner", sa.Text, nullable=False, server_default=""),
 )
 
 schema_version = sa.Table(
@@ -136,12 +138,20 @@ def _v1(conn: Connection) -> None:
 
 
 def _v2(conn: Connection) -> None:
-    # fuzzy PN matching scans name_norm: a covering index makes that scan read a few pages
+    # fuzzy PN matching scans name_norm: a covering index makes that scan read the index's
+    # few pages instead of every patient row
     sa.Index("ix_patients_name_norm", patients.c.name_norm).create(conn, checkfirst=True)
 
 
+def _v3(conn: Connection) -> None:
+    # pending blobs remember their writer, so a server starting beside a running import
+    # does not take that import's half-written blobs for a crash's orphans
+    if "owner" not in {c["name"] for c in sa.inspect(conn).get_columns("pending_blobs")}:
+        conn.execute(sa.text("ALTER TABLE pending_blobs ADD COLUMN owner TEXT NOT NULL DEFAULT ''"))
+
+
 # Append-only: each entry brings the schema from version N-1 to N.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
 
 
 def migrate(conn: Connection) -> int:

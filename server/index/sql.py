@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +20,24 @@ from server.dicom.header import InstanceRecord, normalize_name
 from server.errors import NotFound
 from server.index import schema as S
 from server.index.base import BlobFacts, CommitResult, StoredInstance
+
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
+STALE_ELSEWHERE = 24 * 3600  # a writer on another host is presumed dead after a day
+
+
+def _abandoned(owner: str, created: float) -> bool:
+    host, _, pid = owner.rpartition(":")
+    if owner == OWNER:
+        return False
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    return not owner or time.time() - created > STALE_ELSEWHERE
 
 
 def _sqlite_pragmas(engine: AsyncEngine) -> None:
@@ -84,16 +104,19 @@ class SqlIndex:
     def _mark_pending_sync(conn: Connection, blob_key: str) -> None:
         exists = conn.execute(sa.select(S.pending_blobs.c.blob_key).where(S.pending_blobs.c.blob_key == blob_key))
         if exists.first() is None:
-            conn.execute(S.pending_blobs.insert().values(blob_key=blob_key, created_at=time.time()))
+            conn.execute(S.pending_blobs.insert().values(blob_key=blob_key, created_at=time.time(), owner=OWNER))
 
     async def drop_pending(self, blob_key: str) -> None:
         async with self._write() as conn:
             await conn.execute(S.pending_blobs.delete().where(S.pending_blobs.c.blob_key == blob_key))
 
     async def pending_blobs(self) -> list[str]:
+        """Pending blobs no live process is still writing (a crash's leftovers)."""
         async with self.engine.connect() as conn:
-            rows = await conn.execute(sa.select(S.pending_blobs.c.blob_key))
-            return [r[0] for r in rows]
+            rows = await conn.execute(
+                sa.select(S.pending_blobs.c.blob_key, S.pending_blobs.c.owner, S.pending_blobs.c.created_at)
+            )
+            return [key for key, owner, created in rows if _abandoned(owner, created)]
 
     async def blob_in_use(self, blob_key: str) -> bool:
         async with self.engine.connect() as conn:

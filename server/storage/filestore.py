@@ -16,11 +16,26 @@ from pathlib import Path
 from server.storage.base import check_key
 
 
+def _alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class FileStore:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.blobs = self.root / "blobs"
-        self.tmp = self.root / "tmp"
+        # One spool folder per process: a server starting beside a running import must not
+        # sweep that import's uploads away.
+        self.spool_root = self.root / "tmp"
+        self.tmp = self.spool_root / str(os.getpid())
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
 
@@ -32,12 +47,15 @@ class FileStore:
         return self.tmp
 
     def clear_spool(self) -> int:
-        """Remove uploads a crash left behind (called at start, before serving)."""
+        """Remove uploads that dead processes left behind (called at start, before serving)."""
         removed = 0
-        for entry in self.tmp.iterdir():
-            if entry.is_file():
-                entry.unlink(missing_ok=True)
+        for folder in self.spool_root.iterdir():
+            if folder.is_file():
+                folder.unlink(missing_ok=True)
                 removed += 1
+            elif folder != self.tmp and not _alive(folder.name):
+                removed += sum(1 for _ in folder.iterdir())
+                shutil.rmtree(folder, ignore_errors=True)
         return removed
 
     def local_path(self, key: str) -> Path | None:

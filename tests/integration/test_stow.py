@@ -147,7 +147,8 @@ def test_frame_offsets_give_back_the_frames_pydicom_finds(every_sample_stowed) -
                 got = raw[offset:offset + length]
                 if ts == "1.2.840.10008.1.2.2" and ds.BitsAllocated > 8:
                     # pydicom hands big-endian OW values back byte-swapped
-                    got = np.frombuffer(got, f">u{ds.BitsAllocated // 8}").astype(f"<u{ds.BitsAllocated // 8}").tobytes()
+                    width = ds.BitsAllocated // 8
+                    got = np.frombuffer(got, f">u{width}").astype(f"<u{width}").tobytes()
                 assert got == pixel[k * size:(k + 1) * size], f"{sha} frame {k}"
         checked += 1
     assert checked >= 150
@@ -230,7 +231,8 @@ def test_bad_input_leaves_the_store_intact(fresh_server: RunningServer) -> None:
     r1 = httpx.post(fresh_server.dicomweb + "/studies", content=truncated, headers=stow_headers())
     assert r1.status_code == 409
     assert "truncated" in r1.json()["00081198"]["Value"][0]["00091001"]["Value"][0]
-    r2 = httpx.post(fresh_server.dicomweb + "/studies/..%5C..%5Cetc%5Cpasswd", content=multipart_body([good]), headers=stow_headers())
+    traversal = fresh_server.dicomweb + "/studies/..%5C..%5Cetc%5Cpasswd"
+    r2 = httpx.post(traversal, content=multipart_body([good]), headers=stow_headers())
     assert r2.status_code == 400
     assert "not a valid UID" in r2.json()["error"]
     r3 = _stow(fresh_server, [good[:300]])  # header cut short
@@ -240,7 +242,7 @@ def test_bad_input_leaves_the_store_intact(fresh_server: RunningServer) -> None:
     assert _counts(fresh_server) == before
     blobs_after = sorted(p.name for p in (fresh_server.data / "blobs").rglob("*") if p.is_file())
     assert blobs_after == blobs_before
-    assert not list((fresh_server.data / "tmp").iterdir())
+    assert not [p for p in (fresh_server.data / "tmp").rglob("*") if p.is_file()]
 
 
 def test_eight_concurrent_stows_into_one_study_give_exact_counts(fresh_server: RunningServer) -> None:
@@ -287,6 +289,30 @@ def test_kill_during_a_large_stow_leaves_no_partial_instance(tmp_path: Path) -> 
             assert hashlib.sha256(_blob(restarted, sha).read_bytes()).hexdigest() == sha
         on_disk = [p for p in (restarted.data / "blobs").rglob("*") if p.is_file()]
         assert len(on_disk) == len(rows)
-        assert not list((restarted.data / "tmp").iterdir())
+        assert not [p for p in (restarted.data / "tmp").rglob("*") if p.is_file()]
     finally:
         restarted.stop()
+
+
+def test_a_server_starting_beside_a_running_import_leaves_it_alone(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for n, data in enumerate(series_from(CT, 60)):
+        (folder / f"{n}.dcm").write_bytes(data)
+    data_dir = tmp_path / "data"
+    command = [sys.executable, "-m", "server", "import", "--quiet", "--data", str(data_dir), str(folder)]
+    importer = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    server = start_server(data_dir)  # its start-up recovery runs while the import writes
+    try:
+        out, _ = importer.communicate(timeout=120)
+        assert importer.returncode == 0
+        assert "60 stored" in out, out
+        with _db(server) as db:
+            shas = [r[0] for r in db.execute("select sha256 from instances")]
+        assert len(shas) == 60
+        assert all(_blob(server, sha).is_file() for sha in shas)
+    finally:
+        server.stop()
