@@ -34,6 +34,7 @@ class PixelElement:
     tag: int
     value_offset: int
     length: int  # _UNDEFINED for encapsulated
+    vr: bytes = b""  # b"" when the syntax is implicit VR
 
 
 def read_pixel_element(read_at: ReadAt, offset: int, transfer_syntax: str) -> PixelElement:
@@ -50,23 +51,31 @@ def read_pixel_element(read_at: ReadAt, offset: int, transfer_syntax: str) -> Pi
     vr = head[4:6]
     if vr in _LONG_VRS:
         (length,) = struct.unpack(">I" if big else "<I", head[8:12])
-        return PixelElement(tag, offset + 12, length)
+        return PixelElement(tag, offset + 12, length, vr)
     (length,) = struct.unpack(">H" if big else "<H", head[6:8])
-    return PixelElement(tag, offset + 8, length)
+    return PixelElement(tag, offset + 8, length, vr)
 
 
 def native_frames(
-    element: PixelElement, rows: int, columns: int, samples: int, bits_allocated: int, frames: int
+    element: PixelElement, rows: int, columns: int, samples: int, bits_allocated: int, frames: int,
+    photometric: str = "", swapped_words: bool = False,
 ) -> FrameSpans:
-    """Byte spans of native frames; for 1-bit data, the whole bytes that hold each frame."""
+    """Byte spans of native frames; for 1-bit data, the whole bytes that hold each frame.
+
+    ``swapped_words``: 8-bit values in big-endian OW are byte-swapped in 16-bit words, so a
+    frame's span is widened to whole words."""
     if element.length == _UNDEFINED:
         raise FrameLayoutError("native pixel data with undefined length")
+    if photometric.endswith("_422") and samples == 3:
+        samples = 2  # PS3.3 C.7.6.3.1.2: two chroma values per two pixels: Y Y Cb Cr
     frame_bits = rows * columns * samples * bits_allocated
     spans: FrameSpans = []
     for n in range(frames):
         start_bit = n * frame_bits
         start = start_bit // 8
         end = (start_bit + frame_bits + 7) // 8
+        if swapped_words:
+            start, end = start - start % 2, min(end + end % 2, element.length)
         if end > element.length:
             raise FrameLayoutError(f"pixel data holds fewer than {frames} frames")
         spans.append([(element.value_offset + start, end - start)])
@@ -164,10 +173,12 @@ def locate_frames(
     bits_allocated: int,
     frames: int,
     extended_offsets: list[int] | None = None,
+    photometric: str = "",
 ) -> tuple[PixelElement, FrameSpans]:
     element = read_pixel_element(read_at, pixel_offset, transfer_syntax)
     if transfer_syntax in NATIVE_SYNTAXES:
-        spans = native_frames(element, rows, columns, samples, bits_allocated, frames)
+        swapped = transfer_syntax == EXPLICIT_VR_BE and bits_allocated == 8 and element.vr == b"OW"
+        spans = native_frames(element, rows, columns, samples, bits_allocated, frames, photometric, swapped)
     else:
         spans = encapsulated_frames(read_at, element, file_size, frames, extended_offsets)
     return element, spans

@@ -109,6 +109,7 @@ def inspect_file(path: Path, sha256: str) -> tuple[InstanceRecord, BlobFacts]:
                         read_at, position, size, ts, record.rows, record.columns,
                         int(ds.get("SamplesPerPixel", 1) or 1), record.bits_allocated or 16,
                         record.number_of_frames, record.extended_offsets,
+                        str(ds.get("PhotometricInterpretation", "") or ""),
                     )
                     pixel_offset, pixel_length = element.value_offset, (
                         element.length if element.length != 0xFFFFFFFF else size - element.value_offset
