@@ -20,7 +20,9 @@ sys.path.insert(0, str(REPO))
 
 from tests.conftest import SAMPLES, RunningServer, free_port, start_server  # noqa: E402
 
-CT_512 = SAMPLES / "cornerstoneWADOImageLoader" / "CTImage.dcm_LittleEndianExplicitTransferSyntax_1.2.840.10008.1.2.1.dcm"
+CT_512 = (
+    SAMPLES / "cornerstoneWADOImageLoader" / "CTImage.dcm_LittleEndianExplicitTransferSyntax_1.2.840.10008.1.2.1.dcm"
+)
 
 
 def ct_series(count: int = 300, study_uid: str | None = None) -> list[bytes]:
@@ -59,8 +61,19 @@ def floor_server(app: str) -> tuple[subprocess.Popen[bytes], str]:
     """Run a bare uvicorn app from benchmarks/floor_apps.py (the 'floor' in ratios)."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", f"benchmarks.floor_apps:{app}", "--port", str(port), "--log-level", "warning"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"benchmarks.floor_apps:{app}",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     for _ in range(100):

@@ -20,7 +20,9 @@ async def drain(scope: Scope, receive: Receive, send: Send) -> None:
         total += len(message.get("body", b""))
         more = message.get("more_body", False)
     body = str(total).encode()
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(body)).encode())]})
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(body)).encode())]}
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -28,6 +30,11 @@ async def blob(scope: Scope, receive: Receive, send: Send) -> None:
     """Returns 512 KiB from memory: the frame-retrieval floor."""
     if scope["type"] != "http":
         return
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/octet-stream"), (b"content-length", b"524288")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/octet-stream"), (b"content-length", b"524288")],
+        }
+    )
     await send({"type": "http.response.body", "body": _BLOB})

@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
-from server.api import health, qido, stow, wado
+from server.api import admin, health, qido, rendered, stow, wado, wado_uri
 from server.api.accesslog import AccessLog
 from server.api.auth import Authenticator, AuthMiddleware
+from server.api.browser import add_browser_access
 from server.api.http import DICOMWEB_ROOT, error_response
+from server.api.ohif import ohif_router
 from server.config import Settings
 from server.dicom.reading import configure_pydicom
 from server.dimse.service import start_dimse, stop_dimse
@@ -22,6 +25,7 @@ from server.index.sql import SqlIndex
 from server.index.tokens import TokenStore
 from server.services.audit import AuditLog
 from server.services.ingest import Ingestor
+from server.services.render import Renderer
 from server.services.search import SearchService
 from server.storage.filestore import FileStore
 
@@ -49,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
         dimse = await start_dimse(settings, app.state)
         yield
         await stop_dimse(dimse)
+        renderer.close()
         await index.close()
         await tokens.close()
         if audit:
@@ -59,7 +64,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.blobs = blobs
     app.state.index = index
     app.state.ingestor = ingestor
+    app.state.tokens = tokens
     app.state.search = SearchService(index, settings.qido_max_results)
+    app.state.renderer = renderer = Renderer(index, blobs, settings.render_cache_bytes, settings.render_executor,
+                                             settings.render_workers or None)
+    # pydicom logs every failed decoder plugin with a traceback (LOGGER.exception); an
+    # undecodable frame is an expected 501 with its reason, so keep those out of the log.
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
     @app.exception_handler(LightboxError)
     async def _lightbox_error(_request: Request, exc: LightboxError) -> Response:
@@ -67,11 +78,18 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(stow.router, prefix=DICOMWEB_ROOT)
+    app.include_router(admin.router, prefix=DICOMWEB_ROOT)
+    app.include_router(admin.admin_router)
     app.include_router(wado.router, prefix=DICOMWEB_ROOT)
     app.include_router(qido.router, prefix=DICOMWEB_ROOT)
+    app.include_router(rendered.router, prefix=DICOMWEB_ROOT)
+    app.include_router(wado_uri.router)
+    if settings.ohif_dir:
+        app.include_router(ohif_router(Path(settings.ohif_dir)))
     if settings.web_dir.is_dir():
         app.mount("/", StaticFiles(directory=settings.web_dir, html=True), name="web")
     app.add_middleware(AuthMiddleware, settings=settings, authenticator=authenticator, audit=audit)
+    add_browser_access(app, settings)  # outside auth: preflights and 401s carry CORS headers
     if settings.access_log:
         app.add_middleware(AccessLog)
     return app

@@ -26,7 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = settings_from_env(
         host=args.host, port=args.port, data=args.data, dimse_port=args.dimse_port,
-        aet=args.aet, base_url=args.base_url, insecure=args.insecure or None,
+        aet=args.aet, base_url=args.base_url, ohif_dir=args.ohif, insecure=args.insecure or None,
         dimse_allowed_aets=args.dimse_allowed_aets, dimse_known_aes=args.dimse_known_aes,
         dimse_max_associations=args.dimse_max_associations,
         auth=args.auth, auth_users_file=args.users_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
@@ -34,7 +34,11 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not _listen_allowed(settings):
         return 2
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # a bad auth configuration (e.g. oidc without an issuer)
+        print(f"lightbox: {exc}", file=sys.stderr)
+        return 2
     uvicorn.run(
         app, host=settings.host, port=settings.port, log_level="warning",
         access_log=False, timeout_graceful_shutdown=10, proxy_headers=False,
@@ -232,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--users-file", help="HTTP Basic users file (lightbox user add)")
     serve.add_argument("--tls-cert", help="PEM certificate chain: terminate TLS here")
     serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    serve.add_argument("--ohif", nargs="?", const=str(Path(__file__).resolve().parent.parent / "ohif-dist"),
+                       metavar="DIR", help="serve the OHIF Viewer (installed by `make ohif`) at /ohif/")
     _security_parsers(sub)
     imp = sub.add_parser("import", help="import DICOM files or folders into the store")
     imp.add_argument("paths", nargs="+")

@@ -44,10 +44,21 @@ class Settings:
     qido_empty_204: bool = False
     #: Memory bound (bytes) of the decoded-frame and rendered-output caches.
     render_cache_bytes: int = 256 * 1024**2
+    #: Where rendering CPU work runs: ``thread`` (a private pool; measured fastest),
+    #: ``process`` or ``inline`` (on the event loop; for benchmarks).
+    render_executor: str = "thread"
+    #: Workers of that pool; 0 = min(4, CPU count).
+    render_workers: int = 0
     #: Directory with the viewer's static files.
     web_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "web")
     #: Index database URL; empty means SQLite at ``<data>/index.sqlite``.
     database_url: str = ""
+    #: Folder with the OHIF build to serve at /ohif/ (``make ohif``); empty: OHIF off.
+    ohif_dir: str = ""
+    #: Origins allowed to call the API from a browser (comma list; "*" any; empty: no CORS).
+    cors_origins: str = "*"
+    #: Send COOP/COEP so browsers isolate the page (OHIF's MPR/3D need SharedArrayBuffer).
+    cross_origin_isolation: bool = False
     #: Log each request as one JSON line.
     access_log: bool = True
     #: Listen on a non-loopback address without authentication.

@@ -87,7 +87,9 @@ def start_server(data: Path, *extra: str, port: int | None = None, env: dict[str
 def import_files(data: Path, paths: list[Path]) -> str:
     out = subprocess.run(
         [sys.executable, "-m", "server", "import", "--quiet", "--data", str(data), *map(str, paths)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return out.stdout
 
@@ -121,7 +123,9 @@ def sample_server() -> Iterator[RunningServer]:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def multipart_body(parts: list[bytes], boundary: str = "lightbox-test-boundary", part_type: str = "application/dicom") -> bytes:
+def multipart_body(
+    parts: list[bytes], boundary: str = "lightbox-test-boundary", part_type: str = "application/dicom"
+) -> bytes:
     """A STOW-RS body the way dicomweb-client writes it (leading CRLF, no trailing CRLF)."""
     out = bytearray()
     for data in parts:
@@ -132,8 +136,10 @@ def multipart_body(parts: list[bytes], boundary: str = "lightbox-test-boundary",
 
 
 def stow_headers(boundary: str = "lightbox-test-boundary") -> dict[str, str]:
-    return {"Content-Type": f'multipart/related; type="application/dicom"; boundary="{boundary}"',
-            "Accept": "application/dicom+json"}
+    return {
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary="{boundary}"',
+        "Accept": "application/dicom+json",
+    }
 
 
 def series_from(sample: Path, count: int, study_uid: str | None = None) -> list[bytes]:

@@ -74,12 +74,20 @@ def listen_problem(settings: Settings) -> str | None:
     unknown = settings.auth_methods - METHODS
     if unknown:
         return f"unknown auth method(s) {', '.join(sorted(unknown))}; use token, basic, oidc"
-    if settings.auth_methods or is_loopback(settings.host) or settings.insecure:
+    if is_loopback(settings.host) or settings.insecure:
         return None
-    return (
-        f"refusing to listen on {settings.host} without authentication: "
-        "set --auth token|basic|oidc (LIGHTBOX_AUTH), or --insecure on a trusted network"
-    )
+    if not settings.auth_methods:
+        return (
+            f"refusing to listen on {settings.host} without authentication: "
+            "set --auth token|basic|oidc (LIGHTBOX_AUTH), or --insecure on a trusted network"
+        )
+    if settings.dimse_port and not settings.dimse_allowed_aets.strip():
+        # DIMSE has no credentials: its calling-AE allow-list is the only gate (issue 7, item 4).
+        return (
+            f"refusing to open DIMSE on {settings.host}:{settings.dimse_port} to any AE title: "
+            "set --dimse-allowed-aets (LIGHTBOX_DIMSE_ALLOWED_AETS), or --insecure"
+        )
+    return None
 
 
 def insecure_warning(settings: Settings) -> str | None:
@@ -102,6 +110,8 @@ def action_of(method: str, path: str) -> str:
         return "delete"
     if method == "POST":
         return "store" if _STOW_PATH.match(path) else "admin"
+    if method not in {"GET", "HEAD"}:
+        return "admin"
     tail = path.rstrip("/").rsplit("/", 2)
     if tail[-1] in {"studies", "series", "instances"}:
         return "search"
@@ -207,15 +217,16 @@ class Authenticator:
                       decision: Decision) -> None:
         m = _STUDY_PATH.match(path)
         if m:
-            study = unquote(m.group(1))
+            study = m.group(1)  # scope["path"] is already percent-decoded, as routes see it
             if method == "POST" and who.study_uid != study:
                 raise Forbidden("a scoped token may store only into its own study")
             if not await self._in_scope(who, study):
                 raise NotFound(f"study {study} not found")  # not 403: do not confirm it exists
             return
         if path.startswith("/wado"):
-            study = next((v for k, v in params if k == "studyUID"), "")
-            if not study or not await self._in_scope(who, study):
+            # Every studyUID given must be in scope: a route may read the first or the last.
+            studies = [v for k, v in params if k == "studyUID"]
+            if not studies or not all([await self._in_scope(who, s) for s in studies]):
                 raise NotFound("object not found")
             return
         if method in {"GET", "HEAD"} and _QIDO_ROOT.match(path):
@@ -299,6 +310,10 @@ class AuthMiddleware:
         if path == CHECK_PATH:
             await self._check(scope, receive, send)
             return
+        if path == "/ohif" or path.startswith("/ohif/"):
+            # The OHIF build (app code, no patient data) needs inline script and wasm: no CSP.
+            await self.app(scope, receive, _with_headers(send, API_HEADERS, False))
+            return
         if self._is_open(method, path):
             await self.app(scope, receive, _with_headers(send, STATIC_HEADERS, False))
             return
@@ -311,26 +326,30 @@ class AuthMiddleware:
             who = await self.auth.identify(headers, query_token)
             decision = await self.auth.authorize(who, method, path, scope.get("query_string", b""))
         except LightboxError as exc:
-            await self._deny(exc, scope, receive, send)
             self._record(scope, headers, who, exc.http_status, started, str(exc.message))
+            await self._deny(exc, scope, receive, send)
             return
         scope["query_string"] = decision.query
         if decision.empty_qido:
             empty: Response = Response(status_code=204) if self.settings.qido_empty_204 else dicom_json([])
-            await empty(scope, receive, send)
             self._record(scope, headers, who, empty.status_code, started)
+            await empty(scope, receive, send)
             return
         scope.setdefault("state", {})["identity"] = who
 
         async def sending(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start" and not status["code"]:
+                # Recorded before the client sees a byte (ms is time to first byte), so the
+                # trail never misses an access whose body was cut short.
                 status["code"] = message["status"]
+                self._record(scope, headers, who, message["status"], started)
             await send(message)
 
         try:
             await self.app(scope, receive, _with_headers(sending, API_HEADERS, self.auth.enabled))
         finally:
-            self._record(scope, headers, who, status["code"] or 500, started)
+            if not status["code"]:
+                self._record(scope, headers, who, 500, started, "no response")
 
     async def _deny(self, exc: LightboxError, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(exc)
@@ -360,11 +379,11 @@ class AuthMiddleware:
             response = Response(status_code=code)
             if code == 401:
                 response.raw_headers.extend(self.auth.challenges())
-            await response(scope, receive, send)
             self._record(fake, headers, who, code, started, exc.message, check=True)
+            await response(scope, receive, send)
             return
-        await Response(status_code=204)(scope, receive, send)
         self._record(fake, headers, who, 204, started, check=True)
+        await Response(status_code=204)(scope, receive, send)
 
     def _record(self, scope: Scope, headers: dict[str, str], who: Identity | None, status: int,
                 started: float, reason: str | None = None, check: bool = False) -> None:
@@ -373,11 +392,15 @@ class AuthMiddleware:
         method: str = scope["method"]
         path: str = scope["path"]
         m = _STUDY_PATH.match(path)
-        study = unquote(m.group(1)) if m else None
+        study = m.group(1) if m else None
         if study is None:
             params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
             study = params.get("studyUID") or params.get("0020000D") or params.get("StudyInstanceUID")
-        client = headers.get("x-forwarded-for", "").split(",")[0].strip() or (scope.get("client") or ("",))[0]
+        peer = str((scope.get("client") or ("",))[0])
+        forwarded = headers.get("x-forwarded-for", "")
+        # Only a local proxy (nginx) is believed, and only the address it appended itself:
+        # earlier entries come from the client and can be forged.
+        client = forwarded.split(",")[-1].strip() if forwarded and is_loopback(peer) else peer
         rec: dict[str, Any] = {
             "time": now_iso(),
             "user": who.user if who else None,

@@ -3,7 +3,7 @@
 Answers ``application/dicom+json`` (default; ``application/json`` too) or
 ``multipart/related; type="application/dicom+xml"`` with one dataset per part.
 Ignored parameters and capped results are reported in ``Warning: 299`` headers
-(PS3.18 §8.3.4), exposed to browsers with Access-Control-Expose-Headers.
+(PS3.18 §8.3.4); the CORS layer (api/browser.py) exposes them to browsers.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def query_from_params(
         lower = name.lower()
         if lower in _CONTROL:
             if lower == "limit":
-                limit = _uint("limit", value, 1)
+                limit = _uint("limit", value, 0)
             elif lower == "offset":
                 offset = _uint("offset", value, 0)
             elif lower == "fuzzymatching":
@@ -132,7 +132,8 @@ def _wants_xml(request: Request) -> bool:
 
 
 def _warning_value(base: str, text: str) -> str:
-    value = f'299 {base}: "{text}"'.replace("\r", " ").replace("\n", " ")
+    # the form PS3.18 §8.3.4.4 shows: 299 {service}: text
+    value = f"299 {base}: {text}".replace("\r", " ").replace("\n", " ")
     return value.encode("latin-1", "replace").decode("latin-1")
 
 
@@ -153,13 +154,12 @@ async def search(request: Request, level: Level, study: str | None = None, serie
     if xml:
         body, media_type = _multipart_xml(result.datasets)
     else:
-        body, media_type = orjson.dumps(result.datasets), DICOM_JSON
+        # PS3.18 F.2: attributes in tag order (sorted here, in C, rather than per dict)
+        body, media_type = orjson.dumps(result.datasets, option=orjson.OPT_SORT_KEYS), DICOM_JSON
     response = Response(b"" if status == 204 else body, status_code=status,
                         media_type=None if status == 204 else media_type)
     for text in dict.fromkeys(warnings):  # once each, in order
         response.headers.append("Warning", _warning_value(base, text))
-    # browsers hide non-safelisted headers from cross-origin scripts unless exposed (CORS-03)
-    response.headers["Access-Control-Expose-Headers"] = "Warning"
     return response
 
 

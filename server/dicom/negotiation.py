@@ -264,11 +264,9 @@ def _frame_target(o: Offer, stored: str) -> tuple[str, str] | None:
             return None
         return out_media, target
     # a specific compressed type: the stored syntax if it is of that type, else the type's default
-    if ts in (None, ANY):
-        target = sent if stored_media == media else DEFAULT_SYNTAX[media]
-    else:
-        target = ts
-    return media, target
+    if ts not in (None, ANY):
+        return media, ts
+    return media, sent if stored_media == media else DEFAULT_SYNTAX[media]
 
 
 def resolve_frame(options: Sequence[Offer], stored: str, can_produce: CanProduce,

@@ -75,6 +75,8 @@ class AssociationLog:
         if rec is None:
             return
         done = ", ".join(f"{n} {what}" for what, n in sorted(rec.done.items())) or "nothing"
+        if rec.result == "established":
+            rec.result = "connection closed without release"
         log.info("dimse association peer=%s calling=%s called=%s did: %s; %s",
                  rec.peer, rec.calling, rec.called, done, rec.result)
 

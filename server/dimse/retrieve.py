@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext, build_context
 
-from server.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE, NATIVE_SYNTAXES
+from server.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from server.dimse.assoclog import AssociationLog
 from server.dimse.bridge import LoopBridge
 from server.dimse.identifiers import (
@@ -36,6 +39,7 @@ from server.dimse.status import CANCEL, PENDING
 from server.errors import NotFound
 from server.index.base import IndexStore, StoredInstance
 from server.services.search import Query, SearchService
+from server.services.transcode import instance_as
 from server.storage.base import BlobStore
 
 log = logging.getLogger(__name__)
@@ -44,19 +48,37 @@ log = logging.getLogger(__name__)
 MAX_CONTEXTS = 128
 # pynetdicom counts a non-Dataset "pending" yield as a failed sub-operation and goes on
 UNREADABLE = "unreadable"
+UNCOMPRESSED = (EXPLICIT_VR_LE, IMPLICIT_VR_LE)
 
 
 def store_contexts(instances: list[StoredInstance]) -> list[PresentationContext]:
-    """One context per (SOP Class, transfer syntax) to send, the file's syntax first."""
-    wanted: dict[tuple[str, str], None] = {}
+    """Contexts for a C-MOVE destination: each (SOP Class, stored syntax) on its own, so the
+    peer can take it as stored, and per SOP Class an uncompressed one to fall back to."""
+    exact: dict[tuple[str, str], None] = {}
     for inst in instances:
-        wanted[(inst.sop_class_uid, inst.transfer_syntax)] = None
-    contexts = []
-    for sop_class, ts in list(wanted)[:MAX_CONTEXTS]:
-        fallbacks = [EXPLICIT_VR_LE, IMPLICIT_VR_LE] if ts in NATIVE_SYNTAXES else []
-        syntaxes = [ts, *(f for f in fallbacks if f != ts)]
-        contexts.append(build_context(sop_class, syntaxes))
-    return contexts
+        exact[(inst.sop_class_uid, inst.transfer_syntax)] = None
+    contexts = [build_context(c, [ts]) for c, ts in exact if ts not in UNCOMPRESSED]
+    for sop_class in dict.fromkeys(c for c, _ in exact):
+        contexts.append(build_context(sop_class, list(UNCOMPRESSED)))
+    return contexts[:MAX_CONTEXTS]
+
+
+def accepted_syntaxes(associations: list[Association], sop_class: str) -> set[str]:
+    """Transfer syntaxes we may send ``sop_class`` in as Storage SCU on these associations."""
+    return {
+        str(cx.transfer_syntax[0])
+        for assoc in associations
+        for cx in assoc.accepted_contexts
+        if cx.abstract_syntax == sop_class and cx.as_scu
+    }
+
+
+def dataset_for(path: Path, stored: str, accepted: set[str]) -> Dataset:
+    """The instance as the peer can take it: as stored, else decompressed (or byte-swapped)
+    to Explicit VR Little Endian; pynetdicom converts that to Implicit VR LE if need be."""
+    if stored in accepted or not accepted & set(UNCOMPRESSED):
+        return dcmread(path)
+    return dcmread(io.BytesIO(instance_as(path, stored, EXPLICIT_VR_LE)))
 
 
 class RetrieveSCP:
@@ -104,8 +126,11 @@ class RetrieveSCP:
             study, series = _value(doc, STUDY_UID), _value(doc, SERIES_UID)
             if level == "SERIES":
                 out += await self._listed(study, series)
-            else:
+                continue
+            try:
                 out.append(await self.index.get_instance(study, series, _value(doc, SOP_UID)))
+            except NotFound:  # deleted since the search
+                continue
         return out
 
     async def _listed(self, study: str, series: str | None) -> list[StoredInstance]:
@@ -116,29 +141,33 @@ class RetrieveSCP:
 
     # ---------------------------------------------------------------- sending
 
-    def _dataset(self, inst: StoredInstance) -> Dataset | str:
+    def _dataset(self, inst: StoredInstance, peers: Callable[[], list[Association]]) -> Any:
         try:
+            accepted = accepted_syntaxes(peers(), inst.sop_class_uid)
             path = self.blobs.local_path(inst.blob_key)
             if path is not None:
-                return dcmread(path)
-            data = self.bridge.run(self.blobs.read_range(inst.blob_key, 0, inst.file_size))
-            return dcmread(io.BytesIO(data))
+                return dataset_for(path, inst.transfer_syntax, accepted)
+            with tempfile.NamedTemporaryFile(dir=self.blobs.spool_dir(), suffix=".dcm") as f:
+                f.write(self.bridge.run(self.blobs.read_range(inst.blob_key, 0, inst.file_size)))
+                f.flush()
+                return dataset_for(Path(f.name), inst.transfer_syntax, accepted)
         except Exception as exc:
-            log.warning("cannot read instance %s for retrieve: %s", inst.sop_uid, exc)
+            log.warning("cannot send instance %s: %s", inst.sop_uid, exc)
             return UNREADABLE
 
-    def _sub_operations(self, event: Event, instances: list[StoredInstance]) -> Iterator[Any]:
+    def _sub_operations(self, event: Event, instances: list[StoredInstance],
+                        peers: Callable[[], list[Association]]) -> Iterator[Any]:
         for inst in instances:
             if event.is_cancelled:
                 yield CANCEL, None
                 return
-            yield PENDING, self._dataset(inst)
+            yield PENDING, self._dataset(inst, peers)
 
     def _instances(self, event: Event, what: str) -> list[StoredInstance]:
         identifier = event.identifier
         level = query_level(identifier, event.request.AffectedSOPClassUID)
         instances = self.bridge.run(self.resolve(identifier, level))
-        self.assoc_log.count(event, f"{what} instances", len(instances))
+        self.assoc_log.count(event, f"{what} instances matched", len(instances))
         return instances
 
     def move(self, event: Event) -> Iterator[Any]:
@@ -152,13 +181,21 @@ class RetrieveSCP:
         instances = self._instances(event, "C-MOVE")  # an error here: 0xC5xx, unable to process
         yield destination.host, destination.port, {"contexts": store_contexts(instances)}
         yield len(instances)
-        yield from self._sub_operations(event, instances)
+
+        def store_association() -> list[Association]:
+            # pynetdicom opens it after our first yields and does not hand it to us: it is our
+            # AE's requestor association to the destination
+            return [a for a in event.assoc.ae.active_associations
+                    if a.is_requestor and a.is_established
+                    and a.acceptor.ae_title == destination.title]
+
+        yield from self._sub_operations(event, instances, store_association)
 
     def get(self, event: Event) -> Iterator[Any]:
         self.assoc_log.count(event, "C-GET")
         instances = self._instances(event, "C-GET")
         yield len(instances)
-        yield from self._sub_operations(event, instances)
+        yield from self._sub_operations(event, instances, lambda: [event.assoc])
 
 
 def _value(doc: dict[str, Any], tag: int) -> str:

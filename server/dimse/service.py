@@ -8,6 +8,7 @@ its work to the app's event loop through ``LoopBridge``, so C-STORE and STOW-RS 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from typing import Any
 
@@ -56,7 +57,10 @@ class DimseService:
             return "calling AE title not allowed"
         if called_title(event) != self.settings.aet:
             return "called AE title mismatch"
-        return "association limit or no acceptable context"
+        acceptors = [a for a in event.assoc.ae.active_associations if a.is_acceptor]
+        if len(acceptors) > self.settings.dimse_max_associations:
+            return "association limit reached"
+        return "rejected"
 
     def _echo(self, event: Event) -> int:
         self.assoc_log.count(event, "C-ECHO")
@@ -93,12 +97,25 @@ class DimseService:
         )
         log.info("DIMSE service %s listening on %s:%d", self.settings.aet, self.settings.host,
                  self.settings.dimse_port)
+        if not self.allowed and not _is_loopback(self.settings.host):
+            # DICOM has no authentication of its own: AE titles and the network are the guard
+            log.warning("WARNING: DIMSE on %s accepts any calling AE title; set "
+                        "--dimse-allowed-aets (LIGHTBOX_DIMSE_ALLOWED_AETS)", self.settings.host)
 
     def stop(self) -> None:
         """Blocks until the associations end: call it from a worker thread, not the loop."""
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 async def start_dimse(settings: Settings, state: Any) -> DimseService | None:

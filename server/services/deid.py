@@ -150,7 +150,7 @@ METHOD_CODES = (
     ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
     ("113105", "Clean Descriptors Option"),
 )
-METHOD_TEXT = "PS3.15 E.1 Basic Profile; Retain Longitudinal Modified Dates; Clean Descriptors (Lightbox)"
+METHOD_TEXT = "PS3.15 E.1 Basic; Retain Long. Modified Dates; Clean Desc."
 
 _MAX_LEN = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "PN": 64, "ST": 1024, "LT": 10240, "UT": 1 << 20}
 _DUMMY_TEXT = {"PN": "ANONYMOUS", "AE": "ANONYMOUS", "CS": "ANONYMIZED"}
@@ -390,3 +390,32 @@ async def deidentify_study(
         log.warning("de-identified study %s has %d instances with burned-in annotation",
                     new_study, len(report.burned_in))
     return DeidResult(new_study, study_uid, stored, report.burned_in)
+
+
+async def deidentified_zip(index: IndexStore, blobs: BlobStore, secret: bytes, study_uid: str, target: Path) -> str:
+    """Write a ZIP of the de-identified study to ``target`` (nothing is stored); returns the
+    new Study Instance UID. Entries: ``<study>/<series>/<sop>.dcm`` with the new UIDs."""
+    import zipfile
+
+    deid = Deidentifier(secret)
+    instances = await index.list_instances(study_uid)
+    report = Report()
+
+    def write() -> None:
+        with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for inst in instances:
+                local = blobs.local_path(inst.blob_key)
+                source: Path | bytes = (
+                    local if local is not None else blobs.read_range_sync(inst.blob_key, 0, inst.file_size)
+                )
+                fd, name = tempfile.mkstemp(prefix="deidzip-", suffix=".dcm", dir=blobs.spool_dir())
+                os.close(fd)
+                try:
+                    deidentify_file(deid, source, Path(name), report)
+                    arcname = f"{deid.uid(study_uid)}/{deid.uid(inst.series_uid)}/{deid.uid(inst.sop_uid)}.dcm"
+                    zf.write(name, arcname)
+                finally:
+                    Path(name).unlink(missing_ok=True)
+
+    await asyncio.to_thread(write)
+    return deid.uid(study_uid)

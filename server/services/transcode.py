@@ -21,6 +21,7 @@ from pydicom.encaps import encapsulate, generate_frames
 from pydicom.filewriter import correct_ambiguous_vr, dcmwrite
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.encoders.base import get_encoder
+from pydicom.uid import UID
 
 from server.dicom.pixels import PixelDescriptor
 from server.dicom.uids import (
@@ -113,7 +114,7 @@ def _decode_options(d: PixelDescriptor) -> dict[str, Any]:
     return opts
 
 
-def _le_bytes(arr: npt.NDArray[Any]) -> bytes:
+def le_bytes(arr: npt.NDArray[Any]) -> bytes:
     return bytes(np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes())
 
 
@@ -144,7 +145,7 @@ def frame_to_native(frame: bytes, stored: str, desc: dict[str, Any]) -> bytes:
     if stored == EXPLICIT_VR_BE:
         return swap_native(frame, int(desc.get("bits_allocated", 16)), str(desc.get("pixel_vr", "OW")))
     arr, _ = decode_frame(frame, stored, desc)
-    return _le_bytes(arr)
+    return le_bytes(arr)
 
 
 def encode_frame(native: bytes, desc: dict[str, Any], target: str, photometric: str | None = None) -> bytes:
@@ -153,13 +154,13 @@ def encode_frame(native: bytes, desc: dict[str, Any], target: str, photometric: 
     pi = photometric or d.photometric_interpretation
     if target == JPEG_BASELINE:
         return _jpeg_baseline(_native_array(native, d), d)
-    opts = {
+    opts: dict[str, Any] = {
         "rows": d.rows, "columns": d.columns, "samples_per_pixel": d.samples_per_pixel,
         "bits_allocated": d.bits_allocated, "bits_stored": d.bits_stored,
         "pixel_representation": d.pixel_representation, "photometric_interpretation": pi,
         "number_of_frames": 1, "planar_configuration": 0,
     }
-    if target == JPEG_LS_LOSSLESS or target == JPEG_LS_NEAR:
+    if target in (JPEG_LS_LOSSLESS, JPEG_LS_NEAR):
         opts["photometric_interpretation"] = "RGB" if d.samples_per_pixel == 3 else pi
     try:
         return bytes(get_encoder(target).encode(native, **opts))
@@ -198,12 +199,23 @@ def frame_from_file(path: Path, index: int, desc: dict[str, Any] | None, *, deco
             if n == index:
                 return bytes(frame), ts
         raise NotSupported(f"frame {index + 1} is not in the pixel data")
-    arr = ds.pixel_array
-    if int(ds.get("NumberOfFrames") or 1) > 1:
-        arr = arr[index]
-    if desc and int(desc.get("samples_per_pixel", 1)) > 1 and int(desc.get("planar_configuration", 0)) == 1:
-        arr = np.moveaxis(arr, -1, 0)  # keep the stored planar layout the metadata describes
-    return _le_bytes(arr), EXPLICIT_VR_LE
+    if decode:
+        arr = ds.pixel_array
+        if int(ds.get("NumberOfFrames") or 1) > 1:
+            arr = arr[index]
+        return le_bytes(arr), EXPLICIT_VR_LE
+    # native: slice the stored bytes, so planar layout and YBR_FULL_422 stay as the metadata says
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    samples, bits = int(ds.get("SamplesPerPixel", 1)), int(ds.BitsAllocated)
+    pixels = rows * columns * samples
+    if str(ds.get("PhotometricInterpretation", "")) == "YBR_FULL_422":
+        pixels = pixels // 3 * 2  # PS3.3 C.7.6.3.1.2
+    size = (pixels * bits + 7) // 8
+    raw = bytes(ds.PixelData)
+    frame = raw[index * size : (index + 1) * size + (1 if ts == EXPLICIT_VR_BE else 0)]
+    if ts == EXPLICIT_VR_BE:
+        frame = swap_native(frame + b"\0" * (len(frame) % 2), bits, str(ds["PixelData"].VR))
+    return frame[:size], EXPLICIT_VR_LE
 
 
 # ---------------------------------------------------------------- whole instances
@@ -237,7 +249,7 @@ def _resolve_ambiguous_vrs(ds: Dataset) -> None:
 
 def _write(ds: Dataset, target: str) -> bytes:
     _resolve_ambiguous_vrs(ds)
-    ds.file_meta.TransferSyntaxUID = target
+    ds.file_meta.TransferSyntaxUID = UID(target)
     if getattr(ds, "preamble", None) is None:
         ds.preamble = b"\0" * 128
     out = io.BytesIO()
@@ -248,7 +260,7 @@ def _write(ds: Dataset, target: str) -> bytes:
 def _native_pixels(ds: Dataset) -> None:
     """Replace (possibly big endian or compressed) pixel data by ELE native bytes."""
     arr = ds.pixel_array
-    ds.PixelData = _le_bytes(arr)
+    ds.PixelData = le_bytes(arr)
     ds["PixelData"].VR = "OW" if int(ds.BitsAllocated) > 8 else "OB"
     if int(ds.get("SamplesPerPixel", 1)) > 1:
         ds.PlanarConfiguration = 0
@@ -269,6 +281,8 @@ def instance_as(path: Path, stored: str, target: str) -> bytes:
 
 
 def _instance_as(path: Path, stored: str, target: str) -> bytes:
+    if target == stored and stored not in (IMPLICIT_VR_LE, EXPLICIT_VR_BE):
+        return path.read_bytes()
     ds = pydicom.dcmread(path)
     has_pixels = "PixelData" in ds
     if stored == EXPLICIT_VR_BE:
@@ -277,7 +291,7 @@ def _instance_as(path: Path, stored: str, target: str) -> bytes:
             _native_pixels(ds)
     elif has_pixels and is_encapsulated(stored) and target != stored:
         _native_pixels(ds)
-    ds.file_meta.TransferSyntaxUID = EXPLICIT_VR_LE
+    ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_VR_LE)
     if target == EXPLICIT_VR_LE or not has_pixels or not is_encapsulated(target):
         return _write(ds, EXPLICIT_VR_LE if target in NATIVE_SYNTAXES else target)
     if target == JPEG_BASELINE:

@@ -44,7 +44,9 @@ def harness() -> Path:
 
 @pytest.fixture(scope="module")
 def ohif_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    subprocess.run(["bash", "scripts/install-ohif.sh", "ohif-dist"], cwd=REPO, check=True, capture_output=True, timeout=900)
+    subprocess.run(
+        ["bash", "scripts/install-ohif.sh", "ohif-dist"], cwd=REPO, check=True, capture_output=True, timeout=900
+    )
     data = tmp_path_factory.mktemp("ohif") / "data"
     import_files(data, STUDIES)
     server = start_server(data, "--ohif", str(REPO / "ohif-dist"))
@@ -56,7 +58,11 @@ def _check(harness: Path, url: str, out: Path, *extra: str) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     proc = subprocess.run(
         ["node", "check.mjs", "--url", url, "--out", str(out), "--expect-studies", "4", *extra],
-        cwd=harness, capture_output=True, text=True, timeout=600, env={**os.environ},
+        cwd=harness,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ},
     )
     (out / "check.log").parent.mkdir(parents=True, exist_ok=True)
     (out / "check.log").write_text(proc.stdout + proc.stderr)
@@ -70,8 +76,13 @@ def test_bundled_ohif_lists_opens_and_scrolls_every_study(harness: Path, ohif_se
 
 
 def test_harness_ohif_cross_origin(harness: Path, ohif_server: RunningServer) -> None:
-    serve = subprocess.run(["bash", "serve.sh", "--background", ohif_server.dicomweb, "--mode", "direct"],
-                           cwd=harness, capture_output=True, text=True, timeout=60)
+    serve = subprocess.run(
+        ["bash", "serve.sh", "--background", ohif_server.dicomweb, "--mode", "direct"],
+        cwd=harness,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert serve.returncode == 0, serve.stderr
     try:
         _check(harness, "http://127.0.0.1:13000", OUT / "direct")

@@ -7,6 +7,7 @@ JWKS file made here) and two studies of two patients imported.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -247,6 +248,15 @@ def test_a_study_scoped_token_sees_only_its_study(site: Site) -> None:
     wado = httpx.get(site.base + "/wado", params={"requestType": "WADO", "studyUID": other,
                      "seriesUID": mr.SeriesInstanceUID, "objectUID": mr.SOPInstanceUID, "token": share})
     assert wado.status_code == 404
+    # a second studyUID (a route may read the last one) or a second QIDO key cannot widen the scope
+    smuggled = httpx.get(site.base + "/wado", params=[
+        ("requestType", "WADO"), ("studyUID", ct.StudyInstanceUID), ("studyUID", other),
+        ("seriesUID", mr.SeriesInstanceUID), ("objectUID", mr.SOPInstanceUID), ("contentType", "application/dicom"),
+        ("token", share)])
+    assert smuggled.status_code == 404 and mr.PatientID.encode() not in smuggled.content
+    two_keys = httpx.get(site.dicomweb + "/studies", headers=h,
+                         params=[("StudyInstanceUID", ct.StudyInstanceUID), ("0020000D", other)])
+    assert two_keys.status_code == 204 or two_keys.json() == []
     # its own study is readable, with the token as a query parameter too (for <img src>)
     own = httpx.get(f"{site.dicomweb}/studies/{ct.StudyInstanceUID}/series", params={"token": share})
     assert own.status_code == 200
@@ -343,6 +353,12 @@ def test_serve_refuses_a_public_address_without_auth(tmp_path: Path) -> None:
     )
     assert refused.returncode == 2
     assert "refusing to listen on 0.0.0.0 without authentication" in refused.stderr
+    open_dimse = subprocess.run(
+        [sys.executable, "-m", "server", "serve", "--host", "0.0.0.0", "--port", port, "--data", str(tmp_path / "d"),
+         "--auth", "token", "--dimse-port", str(free_port())],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert open_dimse.returncode == 2 and "--dimse-allowed-aets" in open_dimse.stderr
     server = start_server(tmp_path / "d2", "--host", "0.0.0.0", "--insecure")
     try:
         assert httpx.get(server.base + "/dicomweb/studies").status_code == 200
@@ -350,3 +366,45 @@ def test_serve_refuses_a_public_address_without_auth(tmp_path: Path) -> None:
         server.stop()
     assert "WITHOUT AUTHENTICATION" in server.log.read_text()
 
+
+
+def test_oidc_keys_from_a_jwks_url_and_bad_configuration_refused(site: Site, tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    jwks = (site.tmp / "jwks.json").read_bytes()
+
+    class Keys(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(jwks)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    idp = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Keys)
+    threading.Thread(target=idp.serve_forever, daemon=True).start()
+    env = {"LIGHTBOX_OIDC_ISSUER": ISSUER, "LIGHTBOX_OIDC_AUDIENCE": AUDIENCE,
+           "LIGHTBOX_OIDC_JWKS": f"http://127.0.0.1:{idp.server_address[1]}/certs"}
+    server = start_server(tmp_path / "data", "--auth", "oidc", env=env)
+    try:
+        url = server.dicomweb + "/studies"
+        assert httpx.get(url, headers=bearer(site.jwt())).status_code == 200
+        assert httpx.get(url, headers=bearer(site.jwt(aud="other"))).status_code == 401
+        assert httpx.get(url).status_code == 401
+    finally:
+        server.stop()
+        idp.shutdown()
+        idp.server_close()
+    broken = subprocess.run(
+        [sys.executable, "-m", "server", "serve", "--port", str(free_port()), "--data", str(tmp_path / "d2"),
+         "--auth", "oidc"], capture_output=True, text=True, timeout=60, env={**os.environ, "LIGHTBOX_OIDC_ISSUER": ""},
+    )
+    assert broken.returncode == 2 and "oidc needs" in broken.stderr
+    typo = subprocess.run(
+        [sys.executable, "-m", "server", "serve", "--port", str(free_port()), "--data", str(tmp_path / "d3"),
+         "--auth", "tokens"], capture_output=True, text=True, timeout=60,
+    )
+    assert typo.returncode == 2 and "unknown auth method" in typo.stderr

@@ -14,7 +14,7 @@ INCLUDE_STUDY = "includefield=00081030%2C00080060%2C00080090%2C00100030"
 INCLUDE_SERIES = "includefield=00080021%2C00080031%2C0008103E%2C00200011"
 QIDO_ACCEPT = {"Accept": "application/dicom+json"}
 FRAME_ACCEPTS = [
-    'multipart/related; type=application/octet-stream; transfer-syntax=*',  # omitQuotation (OHIF default)
+    "multipart/related; type=application/octet-stream; transfer-syntax=*",  # omitQuotation (OHIF default)
     'multipart/related; type="application/octet-stream"; transfer-syntax="*"',  # quoted variant
 ]
 
@@ -25,8 +25,9 @@ def _value(item: dict, tag: str) -> object:
 
 @pytest.fixture(scope="module")
 def study_list(sample_server: RunningServer) -> list[dict]:
-    r = httpx.get(f"{sample_server.dicomweb}/studies?limit=101&offset=0&fuzzymatching=true&{INCLUDE_STUDY}",
-                  headers=QIDO_ACCEPT)
+    r = httpx.get(
+        f"{sample_server.dicomweb}/studies?limit=101&offset=0&fuzzymatching=true&{INCLUDE_STUDY}", headers=QIDO_ACCEPT
+    )
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/dicom+json"
     return r.json()
@@ -46,8 +47,11 @@ def test_study_list_has_what_ohif_shows(study_list: list[dict]) -> None:
 def test_patient_name_wildcard_search(sample_server: RunningServer, study_list: list[dict]) -> None:
     named = next(s for s in study_list if (s["00100010"].get("Value") or [{}])[0].get("Alphabetic", "")[:5].isalpha())
     family = named["00100010"]["Value"][0]["Alphabetic"][:5]
-    r = httpx.get(f"{sample_server.dicomweb}/studies?PatientName=*{family}*&limit=101&offset=0"
-                  f"&fuzzymatching=true&{INCLUDE_STUDY}", headers=QIDO_ACCEPT)
+    r = httpx.get(
+        f"{sample_server.dicomweb}/studies?PatientName=*{family}*&limit=101&offset=0"
+        f"&fuzzymatching=true&{INCLUDE_STUDY}",
+        headers=QIDO_ACCEPT,
+    )
     assert r.status_code == 200
     assert _value(named, "0020000D") in {_value(s, "0020000D") for s in r.json()}
 
@@ -55,10 +59,13 @@ def test_patient_name_wildcard_search(sample_server: RunningServer, study_list: 
 def _first_multiframe(sample_server: RunningServer, study_list: list[dict]) -> tuple[str, str, str, int]:
     for study in study_list:
         uid = _value(study, "0020000D")
-        series = httpx.get(f"{sample_server.dicomweb}/studies/{uid}/series?{INCLUDE_SERIES}", headers=QIDO_ACCEPT).json()
+        series = httpx.get(
+            f"{sample_server.dicomweb}/studies/{uid}/series?{INCLUDE_SERIES}", headers=QIDO_ACCEPT
+        ).json()
         for s in series:
-            meta = httpx.get(f"{sample_server.dicomweb}/studies/{uid}/series/{_value(s, '0020000E')}/metadata",
-                             headers=QIDO_ACCEPT).json()
+            meta = httpx.get(
+                f"{sample_server.dicomweb}/studies/{uid}/series/{_value(s, '0020000E')}/metadata", headers=QIDO_ACCEPT
+            ).json()
             for inst in meta:
                 frames = _value(inst, "00280008")
                 if isinstance(frames, int) and frames > 3 and _value(inst, "00280100") in (8, 16):
@@ -70,8 +77,11 @@ def test_viewer_sequence_for_every_listed_study(sample_server: RunningServer, st
     opened = 0
     for study in study_list[:30]:
         uid = _value(study, "0020000D")
-        again = httpx.get(f"{sample_server.dicomweb}/studies?limit=101&offset=0&fuzzymatching=true&{INCLUDE_STUDY}"
-                          f"&StudyInstanceUID={uid}", headers=QIDO_ACCEPT).json()
+        again = httpx.get(
+            f"{sample_server.dicomweb}/studies?limit=101&offset=0&fuzzymatching=true&{INCLUDE_STUDY}"
+            f"&StudyInstanceUID={uid}",
+            headers=QIDO_ACCEPT,
+        ).json()
         assert [_value(s, "0020000D") for s in again] == [uid]
         series = httpx.get(f"{sample_server.dicomweb}/studies/{uid}/series?{INCLUDE_SERIES}", headers=QIDO_ACCEPT)
         assert series.status_code == 200
@@ -88,14 +98,18 @@ def test_viewer_sequence_for_every_listed_study(sample_server: RunningServer, st
                 n = frames if isinstance(frames, int) else 1
                 sop = _value(inst, "00080018")
                 for accept in FRAME_ACCEPTS:
-                    r = httpx.get(f"{sample_server.dicomweb}/studies/{uid}/series/{se}/instances/{sop}/frames/{n}",
-                                  headers={"Accept": accept})
+                    r = httpx.get(
+                        f"{sample_server.dicomweb}/studies/{uid}/series/{se}/instances/{sop}/frames/{n}",
+                        headers={"Accept": accept},
+                    )
                     if r.status_code in (406, 501):
                         continue  # a codec nothing here can produce for the browser: said plainly
                     assert r.status_code == 200, (sop, r.text[:200])
                     head = r.content[: r.content.index(b"\r\n\r\n")].decode("latin-1")
                     # cornerstone reads this literal, case-sensitive line (checklist WADO-11)
-                    assert re.search(r"^Content-Type: [a-z]+/[-a-z0-9.+]+; transfer-syntax=[0-9.]+\r?$", head, re.M), head
+                    assert re.search(r"^Content-Type: [a-z]+/[-a-z0-9.+]+; transfer-syntax=[0-9.]+\r?$", head, re.M), (
+                        head
+                    )
                 opened += 1
     assert opened >= 20
 
@@ -103,8 +117,10 @@ def test_viewer_sequence_for_every_listed_study(sample_server: RunningServer, st
 def test_patients_other_studies_by_tag_key(sample_server: RunningServer, study_list: list[dict]) -> None:
     study = next(s for s in study_list if _value(s, "00100020"))
     pid = _value(study, "00100020")
-    r = httpx.get(f"{sample_server.dicomweb}/studies?00100020={pid}&limit=101&offset=0&fuzzymatching=true&{INCLUDE_STUDY}",
-                  headers=QIDO_ACCEPT)
+    r = httpx.get(
+        f"{sample_server.dicomweb}/studies?00100020={pid}&limit=101&offset=0&fuzzymatching=true&{INCLUDE_STUDY}",
+        headers=QIDO_ACCEPT,
+    )
     assert r.status_code == 200
     assert all(_value(s, "00100020") == pid for s in r.json())
     assert _value(study, "0020000D") in {_value(s, "0020000D") for s in r.json()}
@@ -118,11 +134,15 @@ def test_multiframe_frames_differ(sample_server: RunningServer, study_list: list
     assert first.split(b"\r\n\r\n", 1)[1][:-60] != last.split(b"\r\n\r\n", 1)[1][:-60]
 
 
-def test_rendered_thumbnail_accept_parameter_overrides_header(sample_server: RunningServer, study_list: list[dict]) -> None:
+def test_rendered_thumbnail_accept_parameter_overrides_header(
+    sample_server: RunningServer, study_list: list[dict]
+) -> None:
     uid, se, sop, _n = _first_multiframe(sample_server, study_list)
     for resource in ("rendered", "thumbnail"):
-        r = httpx.get(f"{sample_server.dicomweb}/studies/{uid}/series/{se}/instances/{sop}/{resource}?accept=image%2Fjpeg",
-                      headers={"Accept": 'multipart/related; type="application/octet-stream"'})
+        r = httpx.get(
+            f"{sample_server.dicomweb}/studies/{uid}/series/{se}/instances/{sop}/{resource}?accept=image%2Fjpeg",
+            headers={"Accept": 'multipart/related; type="application/octet-stream"'},
+        )
         assert r.status_code == 200, (resource, r.text[:200])
         assert r.headers["content-type"].startswith("image/jpeg")
         assert r.content[:2] == b"\xff\xd8"
@@ -130,8 +150,14 @@ def test_rendered_thumbnail_accept_parameter_overrides_header(sample_server: Run
 
 def test_cors_preflight_and_exposed_headers(sample_server: RunningServer) -> None:
     origin = {"Origin": "http://127.0.0.1:13000"}
-    pre = httpx.options(f"{sample_server.dicomweb}/studies", headers={
-        **origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "accept, authorization, range"})
+    pre = httpx.options(
+        f"{sample_server.dicomweb}/studies",
+        headers={
+            **origin,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "accept, authorization, range",
+        },
+    )
     assert pre.status_code in (200, 204)
     assert "authorization" in pre.headers["access-control-allow-headers"].lower()
     r = httpx.get(f"{sample_server.dicomweb}/studies?limit=1", headers=origin)

@@ -8,12 +8,14 @@ decode of the *original* file.
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import httpx
@@ -56,6 +58,18 @@ def _pixels(ds: pydicom.Dataset) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return ds.pixel_array
+
+
+def _digest(arr: np.ndarray) -> tuple[tuple[int, ...], str, str]:
+    arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))  # big endian decodes compare equal
+    return arr.shape, str(arr.dtype), hashlib.sha256(arr.tobytes()).hexdigest()
+
+
+@cache
+def _oracle(path: Path, frames: int) -> tuple[tuple, tuple]:
+    """pydicom's decode of the original file, as digests: (all frames, last frame)."""
+    arr = _pixels(_read(path))
+    return _digest(arr), _digest(arr[frames - 1] if frames > 1 else arr)
 
 
 def _decodable() -> list[Path]:
@@ -151,7 +165,7 @@ def test_retrieve_instance_pixels_equal_pydicom_for_every_decodable_sample(wado,
             continue
         sent_ts = str(got.file_meta.TransferSyntaxUID)
         assert sent_ts not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.2"), c.name  # PS3.18 §8.7.3
-        if not np.array_equal(_pixels(got), _pixels(_read(c.original))):
+        if _digest(_pixels(got)) != _oracle(c.original, c.frames)[0]:
             mismatched.append(c.name)
     assert mismatched == []
 
@@ -185,7 +199,9 @@ def test_transcoded_lossless_output_decodes_to_the_same_pixels(wado, stored, tar
     by_syntax: dict[str, Copy] = {}
     for c in stored:
         ds = _read(c.original)
-        if ds.BitsAllocated in (8, 16) and ds.get("SamplesPerPixel", 1) in (1, 3) and c.frames <= 4:
+        # openjpeg's default 6 resolution levels need 32+ pixels a side
+        if ds.BitsAllocated in (8, 16) and ds.get("SamplesPerPixel", 1) in (1, 3) and c.frames <= 4 \
+                and min(ds.Rows, ds.Columns) >= 32:
             by_syntax.setdefault(c.transfer_syntax, c)
     assert len(by_syntax) >= 8
     for c in by_syntax.values():
@@ -240,6 +256,9 @@ def test_q_values_pick_the_preferred_producible_syntax(wado, stored) -> None:
 
 @pytest.mark.parametrize("accept", [OHIF_QUOTED, OHIF_UNQUOTED])
 def test_ohif_frame_accept_gets_browser_decodable_frames_with_exact_part_header(wado, stored, accept, request) -> None:
+    """Every sample with OHIF's default (quoted) Accept; one per stored syntax with the unquoted one."""
+    if accept == OHIF_UNQUOTED:
+        stored = list({c.transfer_syntax: c for c in stored}.values())
     server, _ = wado
     http = httpx.Client(timeout=30)
     request.addfinalizer(http.close)
@@ -252,7 +271,7 @@ def test_ohif_frame_accept_gets_browser_decodable_frames_with_exact_part_header(
         r = http.get(c.url(server.dicomweb) + f"/frames/{c.frames}", headers={"Accept": accept})
         assert r.status_code == 200, (c.name, r.text)
         [(headers, data)] = _parts(r)
-        m = re.fullmatch(r"([a-z\-/]+); transfer-syntax=([0-9.]+)", headers["Content-Type"])
+        m = re.fullmatch(r"([a-z0-9\-+/]+); transfer-syntax=([0-9.]+)", headers["Content-Type"])
         assert m, headers
         sent = m.group(2)
         expected = c.transfer_syntax if c.transfer_syntax in browser else ELE
@@ -261,12 +280,12 @@ def test_ohif_frame_accept_gets_browser_decodable_frames_with_exact_part_header(
         pi = "RGB" if sent == ELE and c.transfer_syntax != sent and "YBR" in original.PhotometricInterpretation \
             and c.transfer_syntax not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99") \
             else None
-        want = _pixels(original)
-        want = want[c.frames - 1] if c.frames > 1 else want
-        if not np.array_equal(_frame_pixels(original, data, sent, pi), want):
-            wrong.append(c.name)
-    # YBR_FULL_422 native / bit-packed frames aside, every frame must decode to pydicom's pixels
-    assert len(wrong) <= 3, wrong
+        try:
+            if _digest(_frame_pixels(original, data, sent, pi)) != _oracle(c.original, c.frames)[1]:
+                wrong.append(c.name)
+        except ValueError as exc:  # e.g. a YBR_FULL_422 label on full-size native data
+            wrong.append(f"{c.name}: {exc}")
+    assert wrong == []
 
 
 def test_frames_uncompressed_when_asked_and_compressed_as_stored_by_image_type(wado, stored) -> None:
@@ -432,3 +451,39 @@ def test_unknown_uids_and_wrong_parents_are_404_malformed_uids_400(wado, stored)
     assert httpx.get(f"{base}/studies/1.2.abc").status_code == 400
     assert httpx.get(f"{base}/studies/{a.study}/series/{'1' * 65}/metadata").status_code == 400
     assert httpx.get(f"{base}/studies/{a.study}/series/{a.series}/instances/{a.sop}/bulk/XYZ").status_code == 400
+
+
+def test_jpeg_baseline_transcode_of_8_bit_data_is_close_and_marked_lossy(wado, stored) -> None:
+    server, _ = wado
+    client = DICOMwebClient(server.dicomweb)
+    c = next(x for x in stored if x.transfer_syntax == ELE and x.frames == 1 and _read(x.original).BitsAllocated == 8
+             and _read(x.original).get("SamplesPerPixel", 1) == 3 and min(_read(x.original).Rows,
+                                                                          _read(x.original).Columns) >= 16)
+    got = client.retrieve_instance(c.study, c.series, c.sop,
+                                   media_types=(("application/dicom", "1.2.840.10008.1.2.4.50"),))
+    assert str(got.file_meta.TransferSyntaxUID) == "1.2.840.10008.1.2.4.50"
+    assert got.LossyImageCompression == "01" and got.PhotometricInterpretation == "YBR_FULL_422"
+    want = _pixels(_read(c.original)).astype(float)
+    assert np.abs(_pixels(got).astype(float) - want).mean() < 8
+
+
+def test_uncompressed_frame_is_encoded_when_an_image_type_is_asked(wado, stored) -> None:
+    server, _ = wado
+    c = next(x for x in stored if x.transfer_syntax == ELE and x.frames == 1 and _read(x.original).BitsAllocated == 16
+             and _read(x.original).get("SamplesPerPixel", 1) == 1)
+    r = httpx.get(c.url(server.dicomweb) + "/frames/1", headers={"Accept": 'multipart/related; type="image/jls"'})
+    [(headers, data)] = _parts(r)
+    assert headers["Content-Type"] == "image/jls; transfer-syntax=1.2.840.10008.1.2.4.80"
+    original = _read(c.original)
+    assert np.array_equal(_frame_pixels(original, data, "1.2.840.10008.1.2.4.80"), _pixels(original))
+
+
+def test_encapsulated_pixel_bulkdata_is_one_part_per_frame(wado, stored) -> None:
+    server, _ = wado
+    c = next(x for x in stored if x.transfer_syntax == "1.2.840.10008.1.2.4.50" and x.frames > 1)
+    r = httpx.get(c.url(server.dicomweb) + "/bulk/7FE00010",
+                  headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'})
+    parts = _parts(r)
+    assert len(parts) == c.frames
+    assert all(h["Content-Type"] == "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50" for h, _ in parts)
+    assert all(d[:2] == b"\xff\xd8" for _, d in parts)

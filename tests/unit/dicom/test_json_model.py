@@ -14,7 +14,6 @@ from server.dicom.reading import configure_pydicom
 from tests.conftest import manifest
 
 
-
 def _same(a: Any, b: Any) -> bool:
     # pydicom keeps component padding and writes empty components as "": PS3.18 F.2.5 wants
     # null for an empty component, and PS3.5 makes padding insignificant — we do both.
