@@ -8,17 +8,13 @@ with the exact ``Content-Type:`` part header spelling cornerstone needs (checkli
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from functools import lru_cache
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from server.api.http import public_base
-from server.api.multipart import closing, multipart_content_type, new_boundary, part_head
-from server.dicom.media import MediaRange, accept_from_query, parse_accept
-from server.dicom.uids import require_uid
-from server.services.retrieve import Part, Payload, Retriever, parse_frame_list, parse_range
+from server.api.payload import accept_of, require_uids, respond
+from server.services.retrieve import Retriever, parse_frame_list, parse_range
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -31,16 +27,6 @@ def _retriever(request: Request) -> Retriever:
     if retriever is None:
         retriever = state.retriever = Retriever(state.index, state.blobs)
     return retriever
-
-
-@lru_cache(maxsize=256)
-def _parsed(header: str | None) -> tuple[MediaRange, ...]:
-    return tuple(parse_accept(header))  # viewers repeat one Accept thousands of times
-
-
-def _accept(request: Request) -> tuple[MediaRange, ...]:
-    query = accept_from_query(request.query_params.getlist("accept")) if request.url.query else None
-    return _parsed(query if query is not None else request.headers.get("accept"))
 
 
 _BASES: dict[tuple[object, ...], str] = {}
@@ -60,14 +46,6 @@ def _base(request: Request) -> str:
     return base
 
 
-def _uids(study: str, series: str | None = None, sop: str | None = None) -> None:
-    require_uid(study, "StudyInstanceUID")
-    if series is not None:
-        require_uid(series, "SeriesInstanceUID")
-    if sop is not None:
-        require_uid(sop, "SOPInstanceUID")
-
-
 def _gzip_ok(request: Request) -> bool:
     for item in request.headers.get("accept-encoding", "").split(","):
         name, _, params = item.strip().partition(";")
@@ -76,75 +54,27 @@ def _gzip_ok(request: Request) -> bool:
     return False
 
 
-async def _stream_parts(parts: list[Part], boundary: str) -> AsyncIterator[bytes]:
-    """Write parts as they come; a part that fails before its first byte is left out."""
-    emitted = 0
-    for part in parts:
-        first = part.body or b""
-        rest: AsyncIterator[bytes] | None = None
-        if part.stream is not None:
-            rest = aiter(part.stream)
-            try:
-                first = await anext(rest)
-            except StopAsyncIteration:
-                rest = None
-            except Exception as exc:  # the response has started: skip the part, keep the rest
-                log.warning("part %s left out: %s", part.location, exc)
-                continue
-        head = part_head(boundary, part.content_type, part.location, part.headers or None)
-        yield head if emitted == 0 else b"\r\n" + head
-        emitted += 1
-        yield first
-        if rest is not None:
-            async for chunk in rest:
-                yield chunk
-    yield closing(boundary)
-
-
-def _respond(payload: Payload) -> Response:
-    headers = dict(payload.headers)
-    if payload.status == 304:
-        return Response(status_code=304, headers=headers)
-    if payload.parts is not None:
-        boundary = new_boundary()
-        content_type = multipart_content_type(payload.part_type or "application/octet-stream", boundary)
-        # In memory: one body with an exact length. (Sent as separate ASGI messages the small
-        # part head and the frame met Nagle + delayed ACK: 4 ms per frame on one connection.)
-        if all(p.body is not None for p in payload.parts):
-            chunks: list[bytes] = []
-            for n, part in enumerate(payload.parts):
-                head = part_head(boundary, part.content_type, part.location, part.headers or None)
-                chunks.append(head if n == 0 else b"\r\n" + head)
-                chunks.append(part.body or b"")
-            chunks.append(closing(boundary))
-            return Response(b"".join(chunks), payload.status, headers, content_type)
-        return StreamingResponse(_stream_parts(payload.parts, boundary), payload.status, headers, content_type)
-    if payload.stream is not None:
-        return StreamingResponse(payload.stream, payload.status, headers, payload.content_type)
-    return Response(payload.body or b"", payload.status, headers, payload.content_type)
-
-
 # ---------------------------------------------------------------- retrieve instances
 
 
 @router.get("/studies/{study}")
 async def retrieve_study(request: Request, study: str) -> Response:
-    _uids(study)
-    return _respond(await _retriever(request).retrieve_instances(study, None, None, _accept(request),
+    require_uids(study)
+    return respond(await _retriever(request).retrieve_instances(study, None, None, accept_of(request),
                                                                   _base(request)))
 
 
 @router.get("/studies/{study}/series/{series}")
 async def retrieve_series(request: Request, study: str, series: str) -> Response:
-    _uids(study, series)
-    return _respond(await _retriever(request).retrieve_instances(study, series, None, _accept(request),
+    require_uids(study, series)
+    return respond(await _retriever(request).retrieve_instances(study, series, None, accept_of(request),
                                                                   _base(request)))
 
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}")
 async def retrieve_instance(request: Request, study: str, series: str, sop: str) -> Response:
-    _uids(study, series, sop)
-    return _respond(await _retriever(request).retrieve_instances(study, series, sop, _accept(request),
+    require_uids(study, series, sop)
+    return respond(await _retriever(request).retrieve_instances(study, series, sop, accept_of(request),
                                                                   _base(request)))
 
 
@@ -152,12 +82,12 @@ async def retrieve_instance(request: Request, study: str, series: str, sop: str)
 
 
 async def _metadata(request: Request, study: str, series: str | None, sop: str | None) -> Response:
-    _uids(study, series, sop)
+    require_uids(study, series, sop)
     payload = await _retriever(request).retrieve_metadata(
-        study, series, sop, _accept(request), _base(request),
+        study, series, sop, accept_of(request), _base(request),
         gzip_ok=_gzip_ok(request), if_none_match=request.headers.get("if-none-match"),
     )
-    return _respond(payload)
+    return respond(payload)
 
 
 @router.get("/studies/{study}/metadata")
@@ -183,14 +113,14 @@ async def retrieve_frames(request: Request) -> Response:
     FastAPI's parameter machinery would cost more than reading the frame."""
     p = request.path_params
     study, series, sop = p["study"], p["series"], p["sop"]
-    _uids(study, series, sop)
+    require_uids(study, series, sop)
     numbers = parse_frame_list(p["frames"])
     payload = await _retriever(request).retrieve_frames(
-        study, series, sop, numbers, _accept(request), _base(request),
+        study, series, sop, numbers, accept_of(request), _base(request),
         byte_range=parse_range(request.headers.get("range")),
         if_none_match=request.headers.get("if-none-match"),
     )
-    return _respond(payload)
+    return respond(payload)
 
 
 router.add_route("/studies/{study}/series/{series}/instances/{sop}/frames/{frames}", retrieve_frames, ["GET"])
@@ -198,20 +128,20 @@ router.add_route("/studies/{study}/series/{series}/instances/{sop}/frames/{frame
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}/bulk/{tag_path:path}")
 async def retrieve_bulk(request: Request, study: str, series: str, sop: str, tag_path: str) -> Response:
-    _uids(study, series, sop)
+    require_uids(study, series, sop)
     payload = await _retriever(request).retrieve_bulk(
-        study, series, sop, tag_path, _accept(request), _base(request),
+        study, series, sop, tag_path, accept_of(request), _base(request),
         byte_range=parse_range(request.headers.get("range")),
         if_none_match=request.headers.get("if-none-match"),
     )
-    return _respond(payload)
+    return respond(payload)
 
 
 # ---------------------------------------------------------------- delete (not in PS3.18)
 
 
 async def _delete(request: Request, study: str, series: str | None, sop: str | None) -> Response:
-    _uids(study, series, sop)
+    require_uids(study, series, sop)
     await _retriever(request).delete(study, series, sop)
     return Response(status_code=204)
 

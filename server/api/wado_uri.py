@@ -16,7 +16,8 @@ from dataclasses import replace
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from server.api.rendered import renderer_of, respond
+from server.api.payload import respond
+from server.api.rendered import renderer_of
 from server.dicom.uids import require_uid
 from server.errors import BadRequest, NotAcceptable
 from server.render.params import MEDIA_TYPES, parse_wado_uri_params
