@@ -143,9 +143,19 @@ class SqlIndex:
 
     def _commit_sync(self, conn: Connection, record: InstanceRecord, facts: BlobFacts) -> CommitResult:
         now = time.time()
-        patient_pk = self._upsert_patient(conn, record)
-        study_pk = self._upsert_study(conn, record, patient_pk, now)
-        series_pk = self._upsert_series(conn, record, study_pk, now)
+        old = (
+            conn.execute(
+                sa.select(S.instances.c.pk, S.instances.c.blob_key, S.instances.c.series_pk,
+                          S.instances.c.study_pk)
+                .where(S.instances.c.sop_uid == record.sop_uid)
+            )
+        ).first()
+        # A new instance of a known study keeps the study's attributes as first stored; a
+        # replaced instance brings its own (the sender is correcting something).
+        refresh = old is not None
+        patient_pk, _ = self._upsert_patient(conn, record, refresh)
+        study_pk, _ = self._upsert_study(conn, record, patient_pk, now, refresh)
+        series_pk, series_created = self._upsert_series(conn, record, study_pk, now, refresh)
         values = {
             "series_pk": series_pk,
             "study_pk": study_pk,
@@ -168,13 +178,6 @@ class SqlIndex:
             "metadata": record.metadata_json,
             "created_at": now,
         }
-        old = (
-            conn.execute(
-                sa.select(S.instances.c.pk, S.instances.c.blob_key, S.instances.c.series_pk,
-                          S.instances.c.study_pk)
-                .where(S.instances.c.sop_uid == record.sop_uid)
-            )
-        ).first()
         replaced: str | None = None
         if old is None:
             conn.execute(S.instances.insert().values(sop_uid=record.sop_uid, **values))
@@ -183,13 +186,21 @@ class SqlIndex:
             if old[1] != facts.blob_key:
                 replaced = old[1]
                 self._mark_pending_sync(conn, old[1])
-        self._refresh_counts(conn, series_pk, study_pk)
+        if old is None and not series_created:
+            # The common case, one more slice of a known series: count it in place. Writers
+            # are serialised (BEGIN IMMEDIATE), so the increments stay exact.
+            conn.execute(S.series.update().where(S.series.c.pk == series_pk)
+                         .values(num_instances=S.series.c.num_instances + 1, updated_at=now))
+            conn.execute(S.studies.update().where(S.studies.c.pk == study_pk)
+                         .values(num_instances=S.studies.c.num_instances + 1, updated_at=now))
+        else:
+            self._refresh_counts(conn, series_pk, study_pk)
         if old is not None and (old[2], old[3]) != (series_pk, study_pk):
             self._refresh_counts(conn, old[2], old[3])
         conn.execute(S.pending_blobs.delete().where(S.pending_blobs.c.blob_key == facts.blob_key))
         return CommitResult(created=old is None, replaced_blob=replaced)
 
-    def _upsert_patient(self, conn: Connection, r: InstanceRecord) -> int:
+    def _upsert_patient(self, conn: Connection, r: InstanceRecord, refresh: bool) -> tuple[int, bool]:
         values = {
             "patient_name": r.patient_name,
             "name_ci": r.patient_name.upper(),
@@ -205,14 +216,17 @@ class SqlIndex:
             )
         ).first()
         if row is not None:
-            conn.execute(S.patients.update().where(S.patients.c.pk == row[0]).values(**values))
-            return int(row[0])
+            if refresh:
+                conn.execute(S.patients.update().where(S.patients.c.pk == row[0]).values(**values))
+            return int(row[0]), False
         result = conn.execute(
             S.patients.insert().values(patient_id=r.patient_id, issuer=r.issuer_of_patient_id, **values)
         )
-        return int(result.inserted_primary_key[0])  # type: ignore[index]
+        return int(result.inserted_primary_key[0]), True  # type: ignore[index]
 
-    def _upsert_study(self, conn: Connection, r: InstanceRecord, patient_pk: int, now: float) -> int:
+    def _upsert_study(
+        self, conn: Connection, r: InstanceRecord, patient_pk: int, now: float, refresh: bool
+    ) -> tuple[int, bool]:
         values = {
             "patient_pk": patient_pk,
             "study_date": r.study_date,
@@ -227,12 +241,15 @@ class SqlIndex:
         }
         row = (conn.execute(sa.select(S.studies.c.pk).where(S.studies.c.study_uid == r.study_uid))).first()
         if row is not None:
-            conn.execute(S.studies.update().where(S.studies.c.pk == row[0]).values(**values))
-            return int(row[0])
+            if refresh:
+                conn.execute(S.studies.update().where(S.studies.c.pk == row[0]).values(**values))
+            return int(row[0]), False
         result = conn.execute(S.studies.insert().values(study_uid=r.study_uid, **values))
-        return int(result.inserted_primary_key[0])  # type: ignore[index]
+        return int(result.inserted_primary_key[0]), True  # type: ignore[index]
 
-    def _upsert_series(self, conn: Connection, r: InstanceRecord, study_pk: int, now: float) -> int:
+    def _upsert_series(
+        self, conn: Connection, r: InstanceRecord, study_pk: int, now: float, refresh: bool
+    ) -> tuple[int, bool]:
         values = {
             "study_pk": study_pk,
             "modality": r.modality,
@@ -246,10 +263,11 @@ class SqlIndex:
         }
         row = (conn.execute(sa.select(S.series.c.pk).where(S.series.c.series_uid == r.series_uid))).first()
         if row is not None:
-            conn.execute(S.series.update().where(S.series.c.pk == row[0]).values(**values))
-            return int(row[0])
+            if refresh:
+                conn.execute(S.series.update().where(S.series.c.pk == row[0]).values(**values))
+            return int(row[0]), False
         result = conn.execute(S.series.insert().values(series_uid=r.series_uid, **values))
-        return int(result.inserted_primary_key[0])  # type: ignore[index]
+        return int(result.inserted_primary_key[0]), True  # type: ignore[index]
 
     def _refresh_counts(self, conn: Connection, series_pk: int, study_pk: int) -> None:
         """Recount from the rows themselves: exact under any interleaving of writers."""
