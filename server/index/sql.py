@@ -6,21 +6,21 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from server.dicom.header import InstanceRecord, normalize_name
 from server.errors import NotFound
 from server.index import schema as S
 from server.index.base import BlobFacts, CommitResult, StoredInstance
 
+T = TypeVar("T")
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
 STALE_ELSEWHERE = 24 * 3600  # a writer on another host is presumed dead after a day
 
@@ -40,8 +40,8 @@ def _abandoned(owner: str, created: float) -> bool:
     return not owner or time.time() - created > STALE_ELSEWHERE
 
 
-def _sqlite_pragmas(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _sqlite_pragmas(target: Engine) -> None:
+    @event.listens_for(target, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves, below
         cur = dbapi_conn.cursor()
@@ -52,7 +52,7 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
         cur.execute("PRAGMA cache_size=-65536")
         cur.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(target, "begin")
     def _begin(conn: Any) -> None:
         # Writers take the lock up front so two writers never deadlock on an upgrade.
         immediate = conn.get_execution_options().get("immediate", False)
@@ -64,8 +64,15 @@ class SqlIndex:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.engine = create_async_engine(url, pool_pre_ping=not self.is_sqlite)
+        # SQLite writes run as one block on a plain (synchronous) connection in a worker
+        # thread: through aiosqlite each statement is a thread hop, ~1 ms a statement.
+        self.sync_engine: Engine | None = None
         if self.is_sqlite:
-            _sqlite_pragmas(self.engine)
+            _sqlite_pragmas(self.engine.sync_engine)
+            self.sync_engine = sa.create_engine(
+                url.replace("+aiosqlite", ""), connect_args={"check_same_thread": False}
+            )
+            _sqlite_pragmas(self.sync_engine)
         # One writer at a time in this process; SQLite serialises across processes.
         self._write_lock = asyncio.Lock()
 
@@ -75,6 +82,8 @@ class SqlIndex:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self.sync_engine is not None:
+            self.sync_engine.dispose()
 
     async def healthy(self) -> bool:
         try:
@@ -84,21 +93,27 @@ class SqlIndex:
         except Exception:
             return False
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._write_lock, self.engine.connect() as conn:
-            conn = await conn.execution_options(immediate=True)
-            async with conn.begin():
-                yield conn
+    async def _write_block(self, block: Callable[..., T], *args: Any) -> T:
+        """Run ``block(conn, *args)`` in one write transaction, with as few hops as possible."""
+        async with self._write_lock:
+            if self.sync_engine is not None:
+                return await asyncio.to_thread(self._sync_block, self.sync_engine, block, *args)
+            async with self.engine.connect() as conn:
+                conn = await conn.execution_options(immediate=True)
+                async with conn.begin():
+                    return await conn.run_sync(block, *args)
+
+    @staticmethod
+    def _sync_block(engine: Engine, block: Callable[..., T], *args: Any) -> T:
+        with engine.connect() as conn:
+            conn = conn.execution_options(immediate=True)
+            with conn.begin():
+                return block(conn, *args)
 
     # ---------------------------------------------------------------- ingest
 
     async def add_pending(self, blob_key: str) -> None:
-        async with self._write() as conn:
-            await self._mark_pending(conn, blob_key)
-
-    async def _mark_pending(self, conn: AsyncConnection, blob_key: str) -> None:
-        await conn.run_sync(self._mark_pending_sync, blob_key)
+        await self._write_block(self._mark_pending_sync, blob_key)
 
     @staticmethod
     def _mark_pending_sync(conn: Connection, blob_key: str) -> None:
@@ -107,8 +122,11 @@ class SqlIndex:
             conn.execute(S.pending_blobs.insert().values(blob_key=blob_key, created_at=time.time(), owner=OWNER))
 
     async def drop_pending(self, blob_key: str) -> None:
-        async with self._write() as conn:
-            await conn.execute(S.pending_blobs.delete().where(S.pending_blobs.c.blob_key == blob_key))
+        await self._write_block(self._drop_pending_sync, blob_key)
+
+    @staticmethod
+    def _drop_pending_sync(conn: Connection, blob_key: str) -> None:
+        conn.execute(S.pending_blobs.delete().where(S.pending_blobs.c.blob_key == blob_key))
 
     async def pending_blobs(self) -> list[str]:
         """Pending blobs no live process is still writing (a crash's leftovers)."""
@@ -126,20 +144,25 @@ class SqlIndex:
             return row.first() is not None
 
     async def instance_sha256(self, sop_uid: str) -> tuple[str, str] | None:
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(S.instances.c.sha256, S.studies.c.study_uid)
-                    .join(S.studies, S.studies.c.pk == S.instances.c.study_pk)
-                    .where(S.instances.c.sop_uid == sop_uid)
-                )
-            ).first()
-            return (row[0], row[1]) if row else None
+        query = (
+            sa.select(S.instances.c.sha256, S.studies.c.study_uid)
+            .join(S.studies, S.studies.c.pk == S.instances.c.study_pk)
+            .where(S.instances.c.sop_uid == sop_uid)
+        )
+        if self.sync_engine is not None:  # one thread hop instead of aiosqlite's several
+            row = await asyncio.to_thread(self._sync_first, self.sync_engine, query)
+        else:
+            async with self.engine.connect() as conn:
+                row = (await conn.execute(query)).first()
+        return (row[0], row[1]) if row else None
+
+    @staticmethod
+    def _sync_first(engine: Engine, query: sa.Select[Any]) -> Any:
+        with engine.connect() as conn:
+            return conn.execute(query).first()
 
     async def commit_instance(self, record: InstanceRecord, facts: BlobFacts) -> CommitResult:
-        # All statements run in the database thread in one go: no hop per statement.
-        async with self._write() as conn:
-            return await conn.run_sync(self._commit_sync, record, facts)
+        return await self._write_block(self._commit_sync, record, facts)
 
     def _commit_sync(self, conn: Connection, record: InstanceRecord, facts: BlobFacts) -> CommitResult:
         now = time.time()
@@ -395,17 +418,22 @@ class SqlIndex:
                          S.instances.c.study_pk),
             study, series, sop,
         )
-        async with self._write() as conn:
-            rows = (await conn.execute(query)).all()
-            if not rows:
-                what = f"instance {sop}" if sop else f"series {series}" if series else f"study {study}"
-                raise NotFound(f"{what} not found")
-            pks = [r[0] for r in rows]
-            for start in range(0, len(pks), 500):
-                await conn.execute(S.instances.delete().where(S.instances.c.pk.in_(pks[start:start + 500])))
-            for series_pk, study_pk in sorted({(r[2], r[3]) for r in rows}):
-                await conn.run_sync(self._refresh_counts, series_pk, study_pk)
-            keys = sorted({r[1] for r in rows})
-            for key in keys:
-                await self._mark_pending(conn, key)
-            return keys
+        return await self._write_block(self._delete_sync, query, (study, series, sop))
+
+    def _delete_sync(
+        self, conn: Connection, query: sa.Select[Any], what: tuple[str, str | None, str | None]
+    ) -> list[str]:
+        rows = conn.execute(query).all()
+        if not rows:
+            study, series, sop = what
+            name = f"instance {sop}" if sop else f"series {series}" if series else f"study {study}"
+            raise NotFound(f"{name} not found")
+        pks = [r[0] for r in rows]
+        for start in range(0, len(pks), 500):
+            conn.execute(S.instances.delete().where(S.instances.c.pk.in_(pks[start:start + 500])))
+        for series_pk, study_pk in sorted({(r[2], r[3]) for r in rows}):
+            self._refresh_counts(conn, series_pk, study_pk)
+        keys = sorted({r[1] for r in rows})
+        for key in keys:
+            self._mark_pending_sync(conn, key)
+        return keys
