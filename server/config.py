@@ -6,6 +6,7 @@ dashes as underscores), e.g. ``LIGHTBOX_DATA``, ``LIGHTBOX_PORT``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -99,6 +100,16 @@ class Settings:
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address only reaches this machine (auth and DIMSE checks use it)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _coerce(kind: Any, raw: str) -> Any:

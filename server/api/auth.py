@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
-import ipaddress
 import logging
 import re
 import time
@@ -31,7 +30,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.http import dicom_json, error_response
-from server.config import Settings
+from server.config import Settings, is_loopback
 from server.errors import BadRequest, Forbidden, LightboxError, NotFound, Unauthorized
 from server.index.tokens import TokenStore
 from server.services.audit import AuditLog, now_iso
@@ -58,15 +57,6 @@ _STOW_PATH = re.compile(r"^/dicomweb/studies(/[^/]+)?/?$")
 _QIDO_ROOT = re.compile(r"^/dicomweb/(studies|series|instances)/?$")
 _STUDY_KEYS = {"studyinstanceuid", "0020000d"}
 _PATIENT_KEYS = {"patientid", "00100020"}
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def listen_problem(settings: Settings) -> str | None:

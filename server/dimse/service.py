@@ -8,7 +8,6 @@ its work to the app's event loop through ``LoopBridge``, so C-STORE and STOW-RS 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from typing import Any
 
@@ -16,7 +15,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
-from server.config import Settings
+from server.config import Settings, is_loopback
 from server.dimse.assoclog import AssociationLog, called_title
 from server.dimse.bridge import LoopBridge
 from server.dimse.contexts import add_supported
@@ -97,7 +96,7 @@ class DimseService:
         )
         log.info("DIMSE service %s listening on %s:%d", self.settings.aet, self.settings.host,
                  self.settings.dimse_port)
-        if not self.allowed and not _is_loopback(self.settings.host):
+        if not self.allowed and not is_loopback(self.settings.host):
             # DICOM has no authentication of its own: AE titles and the network are the guard
             log.warning("WARNING: DIMSE on %s accepts any calling AE title; set "
                         "--dimse-allowed-aets (LIGHTBOX_DIMSE_ALLOWED_AETS)", self.settings.host)
@@ -107,15 +106,6 @@ class DimseService:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 async def start_dimse(settings: Settings, state: Any) -> DimseService | None:
