@@ -13,8 +13,6 @@ import random
 import re
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,8 +20,8 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import REPO, ct_series, row, write_files
-from tests.conftest import free_port, import_files, start_server
+from benchmarks.common import ct_series, floor_server, row, write_files
+from tests.conftest import import_files, start_server
 
 OHIF_ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 SECONDS = float(os.environ.get("BENCH_SECONDS", "1.5"))  # per round
@@ -56,25 +54,6 @@ async def floor(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 "headers": [(b"content-type", b"multipart/related"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
-
-
-def _start_floor(frame_bytes: int, study_bytes: int, meta_bytes: int) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {**os.environ, "FLOOR_FRAME_BYTES": str(frame_bytes), "FLOOR_STUDY_BYTES": str(study_bytes),
-           "FLOOR_META_BYTES": str(meta_bytes)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "benchmarks.bench_wado:floor", "--port", str(port),
-         "--log-level", "warning", "--no-access-log"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(base + "/frame", timeout=1)
-            return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("floor server did not start")
 
 
 # ---------------------------------------------------------------- load
@@ -163,7 +142,12 @@ def main() -> None:
         one = f"{base}/studies/{study}/series/{series}/instances/{sops[0]}"
         for _ in range(3):
             _timed_get(client, one, first_byte=series_ttfb)
-        floor_proc, floor_base = _start_floor(frame_bytes, study_bytes, meta_bytes)
+        floor_proc, floor_base = floor_server(
+            "benchmarks.bench_wado:floor",
+            {"FLOOR_FRAME_BYTES": str(frame_bytes), "FLOOR_STUDY_BYTES": str(study_bytes),
+             "FLOOR_META_BYTES": str(meta_bytes)},
+            probe="/frame",
+        )
         try:
             floor_meta = statistics.median([_timed_get(client, floor_base + "/meta")[0] for _ in range(30)])
             print(f"WADO-RS, 300 × 512×512 CT (frame part {frame_bytes:,} bytes), best of {ROUNDS} × {SECONDS:g} s "

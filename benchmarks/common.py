@@ -57,28 +57,21 @@ def fresh_server(*extra: str) -> RunningServer:
     return start_server(tmp / "data", *extra, env=env)
 
 
-def floor_server(app: str) -> tuple[subprocess.Popen[bytes], str]:
-    """Run a bare uvicorn app from benchmarks/floor_apps.py (the 'floor' in ratios)."""
+def floor_server(
+    app: str, env: dict[str, str] | None = None, probe: str = "/ping"
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Run a bare uvicorn app (``benchmarks.floor_apps:drain`` or any ``module:attr``): the
+    'floor' in ratios. Returns the process and its base URL once ``probe`` answers."""
     port = free_port()
+    target = app if ":" in app else f"benchmarks.floor_apps:{app}"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            f"benchmarks.floor_apps:{app}",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "uvicorn", target, "--port", str(port), "--log-level", "warning", "--no-access-log"],
+        cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
-            httpx.get(base + "/ping", timeout=1)
+            httpx.get(base + probe, timeout=1)
             return proc, base
         except httpx.HTTPError:
             time.sleep(0.1)
