@@ -14,34 +14,14 @@ import uuid
 from pathlib import Path
 from typing import cast
 
-from pydicom.filereader import read_partial
-from pydicom.tag import BaseTag
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
 from server.dimse.assoclog import AssociationLog
-from server.dimse.bridge import LoopBridge
-from server.dimse.status import IDENTIFIER_MISMATCH, SUCCESS, store_status
-from server.errors import BadRequest
+from server.dimse.status import SUCCESS, store_status
 from server.services.ingest import Ingestor
 
 log = logging.getLogger(__name__)
-
-_SOP_INSTANCE_UID = 0x00080018
-
-
-def _past_sop_uids(tag: BaseTag, _vr: str | None, _length: int) -> bool:
-    return int(tag) > _SOP_INSTANCE_UID
-
-
-def dataset_identifiers(path: Path) -> tuple[str, str]:
-    """(SOPClassUID, SOPInstanceUID) of a Part-10 file, reading only up to (0008,0018)."""
-    try:
-        with open(path, "rb") as f:
-            ds = read_partial(f, stop_when=_past_sop_uids)
-    except Exception as exc:  # whatever a malformed dataset trips over
-        raise BadRequest(f"cannot read the dataset: {exc}") from exc
-    return str(ds.get("SOPClassUID", "") or ""), str(ds.get("SOPInstanceUID", "") or "")
 
 
 def _take(source: Path, spool: Path) -> Path:
@@ -55,11 +35,9 @@ def _take(source: Path, spool: Path) -> Path:
 
 
 class StoreSCP:
-    def __init__(self, ingestor: Ingestor, spool: Path, bridge: LoopBridge,
-                 assoc_log: AssociationLog) -> None:
+    def __init__(self, ingestor: Ingestor, spool: Path, assoc_log: AssociationLog) -> None:
         self.ingestor = ingestor
         self.spool = spool
-        self.bridge = bridge
         self.assoc_log = assoc_log
 
     def __call__(self, event: Event) -> int:
@@ -69,24 +47,16 @@ class StoreSCP:
 
     def _store(self, event: Event) -> int:
         request = cast(C_STORE, event.request)
-        path: Path | None = None
         try:
             path = _take(event.dataset_path, self.spool)
-            sop_class, sop = dataset_identifiers(path)
-            # PS3.4 B.2.3: the dataset must be the instance the command announces
-            if sop != request.AffectedSOPInstanceUID or sop_class != request.AffectedSOPClassUID:
-                log.warning("C-STORE identifier mismatch: command %s/%s, dataset %s/%s",
-                            request.AffectedSOPClassUID, request.AffectedSOPInstanceUID,
-                            sop_class, sop)
-                return IDENTIFIER_MISMATCH
-            self.bridge.run(self.ingestor.ingest(path))
-            path = None  # ingest consumed it
+            # pynetdicom already runs this in the association's own thread: ingest right here.
+            # PS3.4 B.2.3: the dataset must be the instance the command announces (else 0xA900).
+            self.ingestor.ingest_sync(
+                path, expected_sop=(str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID))
+            )
             return SUCCESS
         except Exception as exc:
             status = store_status(exc)
             log.warning("C-STORE of %s failed (0x%04X): %s",
                         request.AffectedSOPInstanceUID, status, exc)
             return status
-        finally:
-            if path is not None:
-                path.unlink(missing_ok=True)

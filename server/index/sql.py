@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -59,22 +60,147 @@ def _sqlite_pragmas(target: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def _sync_url(url: str) -> str:
+    """The same database through its synchronous driver (the write path's)."""
+    return url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg")
+
+
+# ---------------------------------------------------------------- the ingest statements
+# Built once: SQLAlchemy then reuses their compiled form, where a statement built per call
+# (``.where(col == value)``, ``.values(**row)``) costs a cache-key walk every time.
+
+_bp = sa.bindparam
+_I = S.instances
+_SHA_OF_SOP = (
+    sa.select(_I.c.sha256, S.studies.c.study_uid)
+    .join(S.studies, S.studies.c.pk == _I.c.study_pk)
+    .where(_I.c.sop_uid == _bp("sop"))
+)
+_INSTANCE_OF_SOP = sa.select(_I.c.pk, _I.c.blob_key, _I.c.series_pk, _I.c.study_pk).where(_I.c.sop_uid == _bp("sop"))
+_BLOB_USED = sa.select(_I.c.pk).where(_I.c.blob_key == _bp("key")).limit(1)
+_PENDING_OF = sa.select(S.pending_blobs.c.blob_key).where(S.pending_blobs.c.blob_key == _bp("key"))
+_PENDING_DROP = S.pending_blobs.delete().where(S.pending_blobs.c.blob_key == _bp("key"))
+_PATIENT_PK = sa.select(S.patients.c.pk).where(S.patients.c.patient_id == _bp("pid"),
+                                               S.patients.c.issuer == _bp("issuer"))
+_STUDY_PK = sa.select(S.studies.c.pk).where(S.studies.c.study_uid == _bp("uid"))
+_SERIES_PK = sa.select(S.series.c.pk).where(S.series.c.series_uid == _bp("uid"))
+# Updates take their SET columns from the parameters; the row is picked by ``b_pk``.
+_PATIENT_UPDATE = S.patients.update().where(S.patients.c.pk == _bp("b_pk"))
+_STUDY_UPDATE = S.studies.update().where(S.studies.c.pk == _bp("b_pk"))
+_SERIES_UPDATE = S.series.update().where(S.series.c.pk == _bp("b_pk"))
+_INSTANCE_INSERT = _I.insert()
+_INSTANCE_UPDATE = _I.update().where(_I.c.pk == _bp("b_pk"))
+_SERIES_BUMP = (S.series.update().where(S.series.c.pk == _bp("b_pk"))
+                .values(num_instances=S.series.c.num_instances + 1, updated_at=_bp("now")))
+_STUDY_BUMP = (S.studies.update().where(S.studies.c.pk == _bp("b_pk"))
+               .values(num_instances=S.studies.c.num_instances + 1, updated_at=_bp("now")))
+
+
+def _mark_pending(conn: Connection, blob_key: str) -> None:
+    if conn.execute(_PENDING_OF, {"key": blob_key}).first() is None:
+        conn.execute(S.pending_blobs.insert(), {"blob_key": blob_key, "created_at": time.time(), "owner": OWNER})
+
+
+def _drop_pending(conn: Connection, blob_key: str) -> None:
+    conn.execute(_PENDING_DROP, {"key": blob_key})
+
+
+def _upsert(conn: Connection, find: sa.Select[Any], update: sa.Update, table: sa.Table, refresh: bool,
+            where: dict[str, Any], identity: dict[str, Any], values: dict[str, Any]) -> tuple[int, bool]:
+    """(pk, created) of the row ``find`` selects with ``where``; created from ``identity`` and
+    ``values`` when absent, updated with ``values`` when present and ``refresh``."""
+    row = conn.execute(find, where).first()
+    if row is not None:
+        if refresh:
+            conn.execute(update, {"b_pk": row[0], **values})
+        return int(row[0]), False
+    result = conn.execute(table.insert(), {**identity, **values})
+    return int(result.inserted_primary_key[0]), True  # type: ignore[index]
+
+
+def _patient_values(r: InstanceRecord) -> dict[str, Any]:
+    return {
+        "patient_name": r.patient_name,
+        "name_ci": r.patient_name.upper(),
+        "name_norm": normalize_name(r.patient_name),
+        "birth_date": r.patient_birth_date,
+        "sex": r.patient_sex,
+    }
+
+
+def _study_values(r: InstanceRecord, patient_pk: int, now: float) -> dict[str, Any]:
+    return {
+        "patient_pk": patient_pk,
+        "study_date": r.study_date,
+        "study_time": r.study_time,
+        "accession": r.accession_number,
+        "study_id": r.study_id,
+        "description": r.study_description,
+        "description_ci": r.study_description.upper(),
+        "referring_ci": r.referring_physician_name.upper(),
+        "study_json": r.study_json,
+        "updated_at": now,
+    }
+
+
+def _series_values(r: InstanceRecord, study_pk: int, now: float) -> dict[str, Any]:
+    return {
+        "study_pk": study_pk,
+        "modality": r.modality,
+        "series_number": r.series_number,
+        "description": r.series_description,
+        "description_ci": r.series_description.upper(),
+        "series_date": r.series_date,
+        "body_part": r.body_part,
+        "series_json": r.series_json,
+        "updated_at": now,
+    }
+
+
+def _instance_values(r: InstanceRecord, facts: BlobFacts, series_pk: int, study_pk: int,
+                     now: float) -> dict[str, Any]:
+    return {
+        "series_pk": series_pk,
+        "study_pk": study_pk,
+        "sop_class_uid": r.sop_class_uid,
+        "instance_number": r.instance_number,
+        "rows": r.rows,
+        "columns": r.columns,
+        "bits_allocated": r.bits_allocated,
+        "number_of_frames": r.number_of_frames,
+        "transfer_syntax": r.transfer_syntax,
+        "blob_key": facts.blob_key,
+        "file_size": facts.file_size,
+        "sha256": facts.sha256,
+        "pixel_tag": r.pixel_tag,
+        "pixel_offset": facts.pixel_offset,
+        "pixel_length": facts.pixel_length,
+        "frames": orjson.dumps(facts.frames).decode() if facts.frames is not None else None,
+        "descriptor": orjson.dumps(facts.descriptor).decode() if facts.descriptor else None,
+        "instance_json": r.instance_json,
+        "metadata": r.metadata_json,
+        "created_at": now,
+    }
+
+
 class SqlIndex:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.engine = create_async_engine(url, pool_pre_ping=not self.is_sqlite)
-        # SQLite writes run as one block on a plain (synchronous) connection in a worker
-        # thread: through aiosqlite each statement is a thread hop, ~1 ms a statement.
-        self.sync_engine: Engine | None = None
+        # Writes run as one block on a plain (synchronous) connection in a worker thread:
+        # through the async driver each statement is a loop round trip, ~1 ms a statement on
+        # SQLite. Ingest calls the *_sync methods straight from its own worker thread.
+        self.sync_engine = sa.create_engine(
+            _sync_url(url), pool_pre_ping=not self.is_sqlite,
+            connect_args={"check_same_thread": False} if self.is_sqlite else {},
+        )
         if self.is_sqlite:
             _sqlite_pragmas(self.engine.sync_engine)
-            self.sync_engine = sa.create_engine(
-                url.replace("+aiosqlite", ""), connect_args={"check_same_thread": False}
-            )
             _sqlite_pragmas(self.sync_engine)
-        # One writer at a time in this process; SQLite serialises across processes.
-        self._write_lock = asyncio.Lock()
+        # One writer at a time in this process (the database serialises across processes):
+        # waiting here is cheaper than SQLite's busy-retry loop.
+        self._write_lock = threading.Lock()
 
     async def start(self) -> None:
         async with self.engine.begin() as conn:
@@ -82,8 +208,7 @@ class SqlIndex:
 
     async def close(self) -> None:
         await self.engine.dispose()
-        if self.sync_engine is not None:
-            self.sync_engine.dispose()
+        self.sync_engine.dispose()
 
     async def healthy(self) -> bool:
         try:
@@ -93,40 +218,42 @@ class SqlIndex:
         except Exception:
             return False
 
-    async def _write_block(self, block: Callable[..., T], *args: Any) -> T:
-        """Run ``block(conn, *args)`` in one write transaction, with as few hops as possible."""
-        async with self._write_lock:
-            if self.sync_engine is not None:
-                return await asyncio.to_thread(self._sync_block, self.sync_engine, block, *args)
-            async with self.engine.connect() as conn:
-                conn = await conn.execution_options(immediate=True)
-                async with conn.begin():
-                    return await conn.run_sync(block, *args)
-
-    @staticmethod
-    def _sync_block(engine: Engine, block: Callable[..., T], *args: Any) -> T:
-        with engine.connect() as conn:
+    def write_sync(self, block: Callable[..., T], *args: Any) -> T:
+        """Run ``block(conn, *args)`` in one write transaction (call from a worker thread)."""
+        with self._write_lock, self.sync_engine.connect() as conn:
             conn = conn.execution_options(immediate=True)
             with conn.begin():
                 return block(conn, *args)
 
+    async def _write_block(self, block: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(self.write_sync, block, *args)
+
+    def _read_sync(self, query: sa.Select[Any], params: dict[str, Any]) -> Any:
+        with self.sync_engine.connect() as conn:
+            return conn.execute(query, params).first()
+
     # ---------------------------------------------------------------- ingest
 
-    async def add_pending(self, blob_key: str) -> None:
-        await self._write_block(self._mark_pending_sync, blob_key)
+    def reserve_sync(self, sop_uid: str, blob_key: str) -> tuple[str, str] | None:
+        """The (sha256, study) already stored for ``sop_uid``, if any; unless that is this
+        very blob, ``blob_key`` is marked pending first, in the same transaction."""
+        return self.write_sync(self._reserve, sop_uid, blob_key)
 
     @staticmethod
-    def _mark_pending_sync(conn: Connection, blob_key: str) -> None:
-        exists = conn.execute(sa.select(S.pending_blobs.c.blob_key).where(S.pending_blobs.c.blob_key == blob_key))
-        if exists.first() is None:
-            conn.execute(S.pending_blobs.insert().values(blob_key=blob_key, created_at=time.time(), owner=OWNER))
+    def _reserve(conn: Connection, sop_uid: str, blob_key: str) -> tuple[str, str] | None:
+        row = conn.execute(_SHA_OF_SOP, {"sop": sop_uid}).first()
+        if row is None or row[0] != blob_key:
+            _mark_pending(conn, blob_key)
+        return (row[0], row[1]) if row else None
+
+    async def add_pending(self, blob_key: str) -> None:
+        await self._write_block(_mark_pending, blob_key)
+
+    def drop_pending_sync(self, blob_key: str) -> None:
+        self.write_sync(_drop_pending, blob_key)
 
     async def drop_pending(self, blob_key: str) -> None:
-        await self._write_block(self._drop_pending_sync, blob_key)
-
-    @staticmethod
-    def _drop_pending_sync(conn: Connection, blob_key: str) -> None:
-        conn.execute(S.pending_blobs.delete().where(S.pending_blobs.c.blob_key == blob_key))
+        await self._write_block(_drop_pending, blob_key)
 
     async def pending_blobs(self) -> list[str]:
         """Pending blobs no live process is still writing (a crash's leftovers)."""
@@ -136,161 +263,57 @@ class SqlIndex:
             )
             return [key for key, owner, created in rows if _abandoned(owner, created)]
 
+    def blob_in_use_sync(self, blob_key: str) -> bool:
+        return self._read_sync(_BLOB_USED, {"key": blob_key}) is not None
+
     async def blob_in_use(self, blob_key: str) -> bool:
-        async with self.engine.connect() as conn:
-            row = await conn.execute(
-                sa.select(S.instances.c.pk).where(S.instances.c.blob_key == blob_key).limit(1)
-            )
-            return row.first() is not None
+        return await asyncio.to_thread(self.blob_in_use_sync, blob_key)
 
     async def instance_sha256(self, sop_uid: str) -> tuple[str, str] | None:
-        query = (
-            sa.select(S.instances.c.sha256, S.studies.c.study_uid)
-            .join(S.studies, S.studies.c.pk == S.instances.c.study_pk)
-            .where(S.instances.c.sop_uid == sop_uid)
-        )
-        if self.sync_engine is not None:  # one thread hop instead of aiosqlite's several
-            row = await asyncio.to_thread(self._sync_first, self.sync_engine, query)
-        else:
-            async with self.engine.connect() as conn:
-                row = (await conn.execute(query)).first()
+        row = await asyncio.to_thread(self._read_sync, _SHA_OF_SOP, {"sop": sop_uid})
         return (row[0], row[1]) if row else None
 
-    @staticmethod
-    def _sync_first(engine: Engine, query: sa.Select[Any]) -> Any:
-        with engine.connect() as conn:
-            return conn.execute(query).first()
+    def commit_instance_sync(self, record: InstanceRecord, facts: BlobFacts) -> CommitResult:
+        return self.write_sync(self._commit, record, facts)
 
     async def commit_instance(self, record: InstanceRecord, facts: BlobFacts) -> CommitResult:
-        return await self._write_block(self._commit_sync, record, facts)
+        return await self._write_block(self._commit, record, facts)
 
-    def _commit_sync(self, conn: Connection, record: InstanceRecord, facts: BlobFacts) -> CommitResult:
+    def _commit(self, conn: Connection, record: InstanceRecord, facts: BlobFacts) -> CommitResult:
         now = time.time()
-        old = (
-            conn.execute(
-                sa.select(S.instances.c.pk, S.instances.c.blob_key, S.instances.c.series_pk,
-                          S.instances.c.study_pk)
-                .where(S.instances.c.sop_uid == record.sop_uid)
-            )
-        ).first()
+        old = conn.execute(_INSTANCE_OF_SOP, {"sop": record.sop_uid}).first()
         # A new instance of a known study keeps the study's attributes as first stored; a
         # replaced instance brings its own (the sender is correcting something).
         refresh = old is not None
-        patient_pk, _ = self._upsert_patient(conn, record, refresh)
-        study_pk, _ = self._upsert_study(conn, record, patient_pk, now, refresh)
-        series_pk, series_created = self._upsert_series(conn, record, study_pk, now, refresh)
-        values = {
-            "series_pk": series_pk,
-            "study_pk": study_pk,
-            "sop_class_uid": record.sop_class_uid,
-            "instance_number": record.instance_number,
-            "rows": record.rows,
-            "columns": record.columns,
-            "bits_allocated": record.bits_allocated,
-            "number_of_frames": record.number_of_frames,
-            "transfer_syntax": record.transfer_syntax,
-            "blob_key": facts.blob_key,
-            "file_size": facts.file_size,
-            "sha256": facts.sha256,
-            "pixel_tag": record.pixel_tag,
-            "pixel_offset": facts.pixel_offset,
-            "pixel_length": facts.pixel_length,
-            "frames": orjson.dumps(facts.frames).decode() if facts.frames is not None else None,
-            "descriptor": orjson.dumps(facts.descriptor).decode() if facts.descriptor else None,
-            "instance_json": record.instance_json,
-            "metadata": record.metadata_json,
-            "created_at": now,
-        }
+        patient_pk, _ = _upsert(conn, _PATIENT_PK, _PATIENT_UPDATE, S.patients, refresh,
+                                {"pid": record.patient_id, "issuer": record.issuer_of_patient_id},
+                                {"patient_id": record.patient_id, "issuer": record.issuer_of_patient_id},
+                                _patient_values(record))
+        study_pk, _ = _upsert(conn, _STUDY_PK, _STUDY_UPDATE, S.studies, refresh, {"uid": record.study_uid},
+                              {"study_uid": record.study_uid}, _study_values(record, patient_pk, now))
+        series_pk, series_created = _upsert(conn, _SERIES_PK, _SERIES_UPDATE, S.series, refresh,
+                                            {"uid": record.series_uid}, {"series_uid": record.series_uid},
+                                            _series_values(record, study_pk, now))
+        values = _instance_values(record, facts, series_pk, study_pk, now)
         replaced: str | None = None
         if old is None:
-            conn.execute(S.instances.insert().values(sop_uid=record.sop_uid, **values))
+            conn.execute(_INSTANCE_INSERT, {"sop_uid": record.sop_uid, **values})
         else:
-            conn.execute(S.instances.update().where(S.instances.c.pk == old[0]).values(**values))
+            conn.execute(_INSTANCE_UPDATE, {"b_pk": old[0], **values})
             if old[1] != facts.blob_key:
                 replaced = old[1]
-                self._mark_pending_sync(conn, old[1])
+                _mark_pending(conn, old[1])
         if old is None and not series_created:
             # The common case, one more slice of a known series: count it in place. Writers
             # are serialised (BEGIN IMMEDIATE), so the increments stay exact.
-            conn.execute(S.series.update().where(S.series.c.pk == series_pk)
-                         .values(num_instances=S.series.c.num_instances + 1, updated_at=now))
-            conn.execute(S.studies.update().where(S.studies.c.pk == study_pk)
-                         .values(num_instances=S.studies.c.num_instances + 1, updated_at=now))
+            conn.execute(_SERIES_BUMP, {"b_pk": series_pk, "now": now})
+            conn.execute(_STUDY_BUMP, {"b_pk": study_pk, "now": now})
         else:
             self._refresh_counts(conn, series_pk, study_pk)
         if old is not None and (old[2], old[3]) != (series_pk, study_pk):
             self._refresh_counts(conn, old[2], old[3])
-        conn.execute(S.pending_blobs.delete().where(S.pending_blobs.c.blob_key == facts.blob_key))
+        _drop_pending(conn, facts.blob_key)
         return CommitResult(created=old is None, replaced_blob=replaced)
-
-    def _upsert_patient(self, conn: Connection, r: InstanceRecord, refresh: bool) -> tuple[int, bool]:
-        values = {
-            "patient_name": r.patient_name,
-            "name_ci": r.patient_name.upper(),
-            "name_norm": normalize_name(r.patient_name),
-            "birth_date": r.patient_birth_date,
-            "sex": r.patient_sex,
-        }
-        row = (
-            conn.execute(
-                sa.select(S.patients.c.pk).where(
-                    S.patients.c.patient_id == r.patient_id, S.patients.c.issuer == r.issuer_of_patient_id
-                )
-            )
-        ).first()
-        if row is not None:
-            if refresh:
-                conn.execute(S.patients.update().where(S.patients.c.pk == row[0]).values(**values))
-            return int(row[0]), False
-        result = conn.execute(
-            S.patients.insert().values(patient_id=r.patient_id, issuer=r.issuer_of_patient_id, **values)
-        )
-        return int(result.inserted_primary_key[0]), True  # type: ignore[index]
-
-    def _upsert_study(
-        self, conn: Connection, r: InstanceRecord, patient_pk: int, now: float, refresh: bool
-    ) -> tuple[int, bool]:
-        values = {
-            "patient_pk": patient_pk,
-            "study_date": r.study_date,
-            "study_time": r.study_time,
-            "accession": r.accession_number,
-            "study_id": r.study_id,
-            "description": r.study_description,
-            "description_ci": r.study_description.upper(),
-            "referring_ci": r.referring_physician_name.upper(),
-            "study_json": r.study_json,
-            "updated_at": now,
-        }
-        row = (conn.execute(sa.select(S.studies.c.pk).where(S.studies.c.study_uid == r.study_uid))).first()
-        if row is not None:
-            if refresh:
-                conn.execute(S.studies.update().where(S.studies.c.pk == row[0]).values(**values))
-            return int(row[0]), False
-        result = conn.execute(S.studies.insert().values(study_uid=r.study_uid, **values))
-        return int(result.inserted_primary_key[0]), True  # type: ignore[index]
-
-    def _upsert_series(
-        self, conn: Connection, r: InstanceRecord, study_pk: int, now: float, refresh: bool
-    ) -> tuple[int, bool]:
-        values = {
-            "study_pk": study_pk,
-            "modality": r.modality,
-            "series_number": r.series_number,
-            "description": r.series_description,
-            "description_ci": r.series_description.upper(),
-            "series_date": r.series_date,
-            "body_part": r.body_part,
-            "series_json": r.series_json,
-            "updated_at": now,
-        }
-        row = (conn.execute(sa.select(S.series.c.pk).where(S.series.c.series_uid == r.series_uid))).first()
-        if row is not None:
-            if refresh:
-                conn.execute(S.series.update().where(S.series.c.pk == row[0]).values(**values))
-            return int(row[0]), False
-        result = conn.execute(S.series.insert().values(series_uid=r.series_uid, **values))
-        return int(result.inserted_primary_key[0]), True  # type: ignore[index]
 
     def _refresh_counts(self, conn: Connection, series_pk: int, study_pk: int) -> None:
         """Recount from the rows themselves: exact under any interleaving of writers."""
@@ -435,5 +458,5 @@ class SqlIndex:
             self._refresh_counts(conn, series_pk, study_pk)
         keys = sorted({r[1] for r in rows})
         for key in keys:
-            self._mark_pending_sync(conn, key)
+            _mark_pending(conn, key)
         return keys

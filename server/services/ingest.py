@@ -9,9 +9,11 @@ crash leaves at most a pending blob, which ``recover()`` removes at the next sta
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -29,6 +31,8 @@ from server.index.base import BlobFacts, IndexStore
 from server.storage.base import BlobStore
 
 log = logging.getLogger(__name__)
+
+_HASHERS = ThreadPoolExecutor(2, thread_name_prefix="sha256")
 
 Outcome = Literal["stored", "replaced", "already-present"]
 
@@ -56,8 +60,9 @@ def is_part10(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def inspect_file(path: Path, sha256: str) -> tuple[InstanceRecord, BlobFacts]:
-    """Read the header only and compute everything the index keeps. Runs in a thread."""
+def inspect_file(path: Path) -> tuple[InstanceRecord, BlobFacts]:
+    """Read the header only and compute everything the index keeps (the blob key and SHA-256
+    are left empty for the caller). Runs in a worker thread."""
     with open(path, "rb") as f:
         head = f.read(132)
         if len(head) < 132 or head[128:132] != b"DICM":
@@ -117,7 +122,7 @@ def inspect_file(path: Path, sha256: str) -> tuple[InstanceRecord, BlobFacts]:
                 except FrameLayoutError as exc:
                     log.warning("frames of %s not located: %s", record.sop_uid, exc)
         facts = BlobFacts(
-            blob_key=sha256, sha256=sha256, file_size=size, pixel_offset=pixel_offset,
+            blob_key="", sha256="", file_size=size, pixel_offset=pixel_offset,
             pixel_length=pixel_length, frames=frames, descriptor=descriptor,
         )
         return record, facts
@@ -142,51 +147,69 @@ class Ingestor:
     async def ingest(self, path: Path, *, expected_study: str | None = None,
                      sha256: str | None = None) -> IngestResult:
         """Store the Part-10 file at ``path`` (a spooled copy: it is consumed)."""
+        return await asyncio.to_thread(self.ingest_sync, path, expected_study=expected_study, sha256=sha256)
+
+    def ingest_sync(self, path: Path, *, expected_study: str | None = None, sha256: str | None = None,
+                    expected_sop: tuple[str, str] | None = None) -> IngestResult:
+        """``ingest`` for a caller already in a worker thread (C-STORE): the whole ingest of one
+        instance is one thread hop — hashing, fsync and SQLite release the GIL, so concurrent
+        ingests overlap on the cores. ``expected_sop``: the (SOP Class, SOP Instance) UIDs a
+        C-STORE request announced; the dataset must be that instance (PS3.4 B.2.3)."""
         try:
-            return await self._ingest(path, expected_study, sha256)
+            return self._ingest(path, expected_study, sha256, expected_sop)
         finally:
             path.unlink(missing_ok=True)
 
-    async def _ingest(self, path: Path, expected_study: str | None, sha256: str | None) -> IngestResult:
-        digest = sha256 if sha256 else await asyncio.to_thread(sha256_file, path)
+    def _ingest(self, path: Path, expected_study: str | None, sha256: str | None,
+                expected_sop: tuple[str, str] | None) -> IngestResult:
+        # Hash beside the header parse: hashlib releases the GIL, so the two share the cores.
+        hashing = _HASHERS.submit(sha256_file, path) if sha256 is None else None
         try:
-            record, facts = await asyncio.to_thread(inspect_file, path, digest)
+            record, facts = inspect_file(path)
         except LightboxError:
             raise
         except Exception as exc:  # whatever a malformed file trips over: its fault, not ours
             raise BadRequest(f"cannot read the DICOM header: {exc}") from exc
-        result = IngestResult("stored", record.study_uid, record.series_uid, record.sop_uid,
-                              record.sop_class_uid)
+        finally:
+            digest = hashing.result() if hashing is not None else sha256 or ""
+        facts = dataclasses.replace(facts, blob_key=digest, sha256=digest)
+        result = IngestResult("stored", *_ids(record))
         if expected_study is not None and record.study_uid != expected_study:
             raise Conflict(
                 f"StudyInstanceUID {record.study_uid} does not match the target study {expected_study}",
                 dicom_status=0xA900,
             )
-        existing = await self.index.instance_sha256(record.sop_uid)
+        if expected_sop is not None and expected_sop != (record.sop_class_uid, record.sop_uid):
+            raise Conflict(
+                f"the dataset is {record.sop_class_uid}/{record.sop_uid}, "
+                f"the request announced {expected_sop[0]}/{expected_sop[1]}",
+                dicom_status=0xA900,
+            )
+        existing = self.index.reserve_sync(record.sop_uid, facts.blob_key)  # marks the blob pending
         if existing is not None:
             if existing[0] == digest:
                 return IngestResult("already-present", *_ids(record))
             if self.duplicate_policy == "reject":
+                self._discard(facts.blob_key)
                 raise Conflict(
                     f"SOP Instance {record.sop_uid} is already stored with different content",
                     dicom_status=0x0111,
                 )
-        await self.index.add_pending(facts.blob_key)
         try:
-            await self.blobs.put_file(facts.blob_key, path)
-            commit = await self.index.commit_instance(record, facts)
+            self.blobs.put_file_sync(facts.blob_key, path)
+            commit = self.index.commit_instance_sync(record, facts)
         except BaseException:
-            await self._discard(facts.blob_key)
+            self._discard(facts.blob_key)
             raise
         if commit.replaced_blob:
-            await self._discard(commit.replaced_blob)
+            self._discard(commit.replaced_blob)
         return result if commit.created else IngestResult("replaced", *_ids(record))
 
-    async def _discard(self, key: str) -> None:
+    def _discard(self, key: str) -> None:
         try:
-            if not await self.index.blob_in_use(key):
-                await self.blobs.delete(key)
-            await self.index.drop_pending(key)
+            if not self.index.blob_in_use_sync(key):
+                self.blobs.delete_sync(key)
+            self.index.drop_pending_sync(key)
         except LightboxError:
             raise
         except Exception as exc:  # recover() retries at the next start

@@ -28,6 +28,9 @@ class BlobStore(Protocol):
     async def put_file(self, key: str, source: Path) -> None:
         """Atomically store the file at ``source`` under ``key`` (consumes ``source``)."""
 
+    def put_file_sync(self, key: str, source: Path) -> None:
+        """The same, for code already running in a worker thread (ingest)."""
+
     async def read_range(self, key: str, offset: int, length: int) -> bytes:
         """``length`` bytes at ``offset`` (fewer at the end of the blob)."""
 
@@ -46,6 +49,9 @@ class BlobStore(Protocol):
 
     async def delete(self, key: str) -> None:
         """Remove a blob; absent blobs are not an error."""
+
+    def delete_sync(self, key: str) -> None:
+        """The same, from a worker thread."""
 
     def local_path(self, key: str) -> Path | None:
         """A filesystem path to the blob when the backend has one (for pydicom fallbacks)."""

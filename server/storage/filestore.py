@@ -61,7 +61,7 @@ class FileStore:
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
 
-    def _put(self, key: str, source: Path) -> None:
+    def put_file_sync(self, key: str, source: Path) -> None:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(source, os.O_RDONLY)
@@ -83,7 +83,7 @@ class FileStore:
             os.close(dfd)
 
     async def put_file(self, key: str, source: Path) -> None:
-        await asyncio.to_thread(self._put, key, source)
+        await asyncio.to_thread(self.put_file_sync, key, source)
 
     def read_range_sync(self, key: str, offset: int, length: int) -> bytes:
         fd = os.open(self._path(key), os.O_RDONLY)
@@ -122,5 +122,8 @@ class FileStore:
     async def exists(self, key: str) -> bool:
         return self._path(key).exists()
 
-    async def delete(self, key: str) -> None:
+    def delete_sync(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    async def delete(self, key: str) -> None:
+        self.delete_sync(key)

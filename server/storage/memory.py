@@ -27,9 +27,12 @@ class MemoryStore:
     def local_path(self, key: str) -> Path | None:
         return None
 
-    async def put_file(self, key: str, source: Path) -> None:
+    def put_file_sync(self, key: str, source: Path) -> None:
         self.blobs[check_key(key)] = source.read_bytes()
         source.unlink(missing_ok=True)
+
+    async def put_file(self, key: str, source: Path) -> None:
+        self.put_file_sync(key, source)
 
     def read_range_sync(self, key: str, offset: int, length: int) -> bytes:
         try:
@@ -59,5 +62,8 @@ class MemoryStore:
     async def exists(self, key: str) -> bool:
         return check_key(key) in self.blobs
 
-    async def delete(self, key: str) -> None:
+    def delete_sync(self, key: str) -> None:
         self.blobs.pop(check_key(key), None)
+
+    async def delete(self, key: str) -> None:
+        self.delete_sync(key)

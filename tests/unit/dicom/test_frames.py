@@ -13,7 +13,7 @@ from server.dicom.frames import join_fragments
 from server.dicom.pixels import PixelDescriptor
 from server.dicom.reading import configure_pydicom
 from server.render.decode import decode_frame
-from server.services.ingest import inspect_file, sha256_file
+from server.services.ingest import inspect_file
 from tests.conftest import SAMPLES
 
 CASES = [
@@ -29,7 +29,7 @@ def test_every_frame_decodes_to_pydicoms_pixels(name: str, tmp_path: Path) -> No
     configure_pydicom()
     path = tmp_path / "f.dcm"
     shutil.copyfile(SAMPLES / name, path)
-    _record, facts = inspect_file(path, sha256_file(path))
+    _record, facts = inspect_file(path)
     assert facts.frames is not None and facts.descriptor is not None
     desc = PixelDescriptor.from_dict(facts.descriptor)
     expected = pydicom.dcmread(SAMPLES / name).pixel_array
