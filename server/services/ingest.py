@@ -32,7 +32,8 @@ from server.storage.base import BlobStore
 
 log = logging.getLogger(__name__)
 
-_HASHERS = ThreadPoolExecutor(2, thread_name_prefix="sha256")
+# Hashing and flushing a spooled file release the GIL: they run beside the header parse.
+_FLUSHERS = ThreadPoolExecutor(2, thread_name_prefix="ingest-flush")
 
 Outcome = Literal["stored", "replaced", "already-present"]
 
@@ -52,6 +53,19 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _hash_and_flush(path: Path, known: str | None) -> str:
+    """The file's SHA-256 (``known`` when the caller hashed it while spooling), with its bytes
+    flushed to disk so that storing it later is only a rename."""
+    with open(path, "rb") as f:
+        if known is None:
+            digest = hashlib.sha256()
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+            known = digest.hexdigest()
+        os.fsync(f.fileno())
+    return known
 
 
 def is_part10(path: Path) -> bool:
@@ -162,8 +176,7 @@ class Ingestor:
 
     def _ingest(self, path: Path, expected_study: str | None, sha256: str | None,
                 expected_sop: tuple[str, str] | None) -> IngestResult:
-        # Hash beside the header parse: hashlib releases the GIL, so the two share the cores.
-        hashing = _HASHERS.submit(sha256_file, path) if sha256 is None else None
+        hashing = _FLUSHERS.submit(_hash_and_flush, path, sha256)
         try:
             record, facts = inspect_file(path)
         except LightboxError:
@@ -171,7 +184,7 @@ class Ingestor:
         except Exception as exc:  # whatever a malformed file trips over: its fault, not ours
             raise BadRequest(f"cannot read the DICOM header: {exc}") from exc
         finally:
-            digest = hashing.result() if hashing is not None else sha256 or ""
+            digest = hashing.result()
         facts = dataclasses.replace(facts, blob_key=digest, sha256=digest)
         result = IngestResult("stored", *_ids(record))
         if expected_study is not None and record.study_uid != expected_study:
