@@ -64,7 +64,7 @@ def _hash_and_flush(path: Path, known: str | None) -> str:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
             known = digest.hexdigest()
-        os.fsync(f.fileno())
+        os.fdatasync(f.fileno())
     return known
 
 
