@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 from server.dicom import attributes as A
@@ -69,33 +70,56 @@ def normalize_name(value: str) -> str:
     return " " + " ".join(parts)
 
 
-def _text(ds: Dataset, keyword: str) -> str:
+# The record's values come from the DICOM JSON just built, not from pydicom again: reading
+# ~25 attributes through Dataset.get costs more than the JSON conversion of all of them.
+_KEYS = {kw: f"{tag_for_keyword(kw):08X}" for kw in (
+    "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "PatientID",
+    "IssuerOfPatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+    "AccessionNumber", "StudyID", "StudyDescription", "ReferringPhysicianName", "Modality",
+    "SeriesNumber", "SeriesDescription", "SeriesDate", "BodyPartExamined", "InstanceNumber", "Rows",
+    "Columns", "BitsAllocated", "NumberOfFrames",
+)}
+
+
+def _uid(ds: Dataset, keyword: str) -> str:
+    """The four identifying UIDs are read (and validated) before the JSON, which needs them."""
     try:
-        value = ds.get(keyword)
-    except Exception:
+        return str(ds.get(keyword) or "").strip()
+    except Exception:  # a malformed value: require_uid names it
         return ""
+
+
+def _as_text(value: Any) -> str:
     if value is None:
         return ""
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(v) for v in value)
-    return str(value).strip()
+    if isinstance(value, dict):  # PN: its component groups, as in the DICOM string form
+        groups = (value.get("Alphabetic", ""), value.get("Ideographic", ""), value.get("Phonetic", ""))
+        return "=".join(groups).rstrip("=")
+    return str(value)
 
 
-def _date(ds: Dataset, keyword: str) -> str:
+def _text(doc: dict[str, Any], keyword: str) -> str:
+    values = (doc.get(_KEYS[keyword]) or {}).get("Value") or []
+    if len(values) == 1:
+        return _as_text(values[0]).strip()
+    return "\\".join(_as_text(v) for v in values)
+
+
+def _date(doc: dict[str, Any], keyword: str) -> str:
     """A DA as YYYYMMDD for range matching (ACR-NEMA ``YYYY.MM.DD`` is still met)."""
-    value = _text(ds, keyword)
+    value = _text(doc, keyword)
     return value.replace(".", "") if len(value) == 10 and value[4] == value[7] == "." else value
 
 
-def _time(ds: Dataset, keyword: str) -> str:
+def _time(doc: dict[str, Any], keyword: str) -> str:
     """A TM as HHMMSS.FFFFFF for range matching (ACR-NEMA ``HH:MM:SS`` is still met)."""
-    return _text(ds, keyword).replace(":", "")
+    return _text(doc, keyword).replace(":", "")
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
+def _int(doc: dict[str, Any], keyword: str) -> int | None:
+    values = (doc.get(_KEYS[keyword]) or {}).get("Value") or []
     try:
-        value = ds.get(keyword)
-        return int(value) if value not in (None, "") else None
+        return int(values[0]) if len(values) == 1 and values[0] not in (None, "") else None
     except (TypeError, ValueError):
         return None
 
@@ -117,10 +141,10 @@ def instance_path(study: str, series: str, sop: str) -> str:
 def record_from_header(ds: Dataset, pixel_tag: int | None) -> InstanceRecord:
     """Validate the identifying UIDs and build the record. ``ds`` is read without pixels."""
     meta = getattr(ds, "file_meta", None)
-    study = require_uid(_text(ds, "StudyInstanceUID"), "StudyInstanceUID")
-    series = require_uid(_text(ds, "SeriesInstanceUID"), "SeriesInstanceUID")
-    sop = require_uid(_text(ds, "SOPInstanceUID"), "SOPInstanceUID")
-    sop_class = require_uid(_text(ds, "SOPClassUID"), "SOPClassUID")
+    study = require_uid(_uid(ds, "StudyInstanceUID"), "StudyInstanceUID")
+    series = require_uid(_uid(ds, "SeriesInstanceUID"), "SeriesInstanceUID")
+    sop = require_uid(_uid(ds, "SOPInstanceUID"), "SOPInstanceUID")
+    sop_class = require_uid(_uid(ds, "SOPClassUID"), "SOPClassUID")
     ts = str(getattr(meta, "TransferSyntaxUID", "") or "")
     require_uid(ts, "TransferSyntaxUID")
     media_sop = str(getattr(meta, "MediaStorageSOPInstanceUID", "") or "")
@@ -130,7 +154,7 @@ def record_from_header(ds: Dataset, pixel_tag: int | None) -> InstanceRecord:
     path = instance_path(study, series, sop)
     metadata = dataset_to_json(ds, path, pixel_tag)
     doc = orjson.loads(metadata)
-    frames = _int(ds, "NumberOfFrames") or 1
+    frames = _int(doc, "NumberOfFrames") or 1
     eot = None
     if "ExtendedOffsetTable" in ds:
         raw = bytes(ds.ExtendedOffsetTable)
@@ -141,26 +165,26 @@ def record_from_header(ds: Dataset, pixel_tag: int | None) -> InstanceRecord:
         sop_uid=sop,
         sop_class_uid=sop_class,
         transfer_syntax=ts,
-        patient_id=_text(ds, "PatientID"),
-        issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
-        patient_name=_text(ds, "PatientName"),
-        patient_birth_date=_date(ds, "PatientBirthDate"),
-        patient_sex=_text(ds, "PatientSex"),
-        study_date=_date(ds, "StudyDate"),
-        study_time=_time(ds, "StudyTime"),
-        accession_number=_text(ds, "AccessionNumber"),
-        study_id=_text(ds, "StudyID"),
-        study_description=_text(ds, "StudyDescription"),
-        referring_physician_name=_text(ds, "ReferringPhysicianName"),
-        modality=_text(ds, "Modality"),
-        series_number=_int(ds, "SeriesNumber"),
-        series_description=_text(ds, "SeriesDescription"),
-        series_date=_date(ds, "SeriesDate"),
-        body_part=_text(ds, "BodyPartExamined"),
-        instance_number=_int(ds, "InstanceNumber"),
-        rows=_int(ds, "Rows"),
-        columns=_int(ds, "Columns"),
-        bits_allocated=_int(ds, "BitsAllocated"),
+        patient_id=_text(doc, "PatientID"),
+        issuer_of_patient_id=_text(doc, "IssuerOfPatientID"),
+        patient_name=_text(doc, "PatientName"),
+        patient_birth_date=_date(doc, "PatientBirthDate"),
+        patient_sex=_text(doc, "PatientSex"),
+        study_date=_date(doc, "StudyDate"),
+        study_time=_time(doc, "StudyTime"),
+        accession_number=_text(doc, "AccessionNumber"),
+        study_id=_text(doc, "StudyID"),
+        study_description=_text(doc, "StudyDescription"),
+        referring_physician_name=_text(doc, "ReferringPhysicianName"),
+        modality=_text(doc, "Modality"),
+        series_number=_int(doc, "SeriesNumber"),
+        series_description=_text(doc, "SeriesDescription"),
+        series_date=_date(doc, "SeriesDate"),
+        body_part=_text(doc, "BodyPartExamined"),
+        instance_number=_int(doc, "InstanceNumber"),
+        rows=_int(doc, "Rows"),
+        columns=_int(doc, "Columns"),
+        bits_allocated=_int(doc, "BitsAllocated"),
         number_of_frames=frames,
         pixel_tag=pixel_tag,
         metadata_json=metadata,
