@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from server.dicom.header import InstanceRecord, normalize_name
-from server.errors import NotFound
+from server.errors import Conflict, NotFound
 from server.index import schema as S
 from server.index.base import BlobFacts, CommitResult, StoredInstance
 
@@ -71,12 +71,9 @@ def _sync_url(url: str) -> str:
 
 _bp = sa.bindparam
 _I = S.instances
-_SHA_OF_SOP = (
-    sa.select(_I.c.sha256, S.studies.c.study_uid)
-    .join(S.studies, S.studies.c.pk == _I.c.study_pk)
-    .where(_I.c.sop_uid == _bp("sop"))
+_INSTANCE_OF_SOP = sa.select(_I.c.pk, _I.c.blob_key, _I.c.series_pk, _I.c.study_pk, _I.c.sha256).where(
+    _I.c.sop_uid == _bp("sop")
 )
-_INSTANCE_OF_SOP = sa.select(_I.c.pk, _I.c.blob_key, _I.c.series_pk, _I.c.study_pk).where(_I.c.sop_uid == _bp("sop"))
 _BLOB_USED = sa.select(_I.c.pk).where(_I.c.blob_key == _bp("key")).limit(1)
 _PENDING_OF = sa.select(S.pending_blobs.c.blob_key).where(S.pending_blobs.c.blob_key == _bp("key"))
 _PENDING_DROP = S.pending_blobs.delete().where(S.pending_blobs.c.blob_key == _bp("key"))
@@ -234,20 +231,9 @@ class SqlIndex:
 
     # ---------------------------------------------------------------- ingest
 
-    def reserve_sync(self, sop_uid: str, blob_key: str) -> tuple[str, str] | None:
-        """The (sha256, study) already stored for ``sop_uid``, if any; unless that is this
-        very blob, ``blob_key`` is marked pending first, in the same transaction."""
-        return self.write_sync(self._reserve, sop_uid, blob_key)
-
-    @staticmethod
-    def _reserve(conn: Connection, sop_uid: str, blob_key: str) -> tuple[str, str] | None:
-        row = conn.execute(_SHA_OF_SOP, {"sop": sop_uid}).first()
-        if row is None or row[0] != blob_key:
-            _mark_pending(conn, blob_key)
-        return (row[0], row[1]) if row else None
-
-    async def add_pending(self, blob_key: str) -> None:
-        await self._write_block(_mark_pending, blob_key)
+    def mark_pending_sync(self, blob_key: str) -> None:
+        """Note a blob about to be written, before it is: a crash then leaves it findable."""
+        self.write_sync(_mark_pending, blob_key)
 
     def drop_pending_sync(self, blob_key: str) -> None:
         self.write_sync(_drop_pending, blob_key)
@@ -269,19 +255,21 @@ class SqlIndex:
     async def blob_in_use(self, blob_key: str) -> bool:
         return await asyncio.to_thread(self.blob_in_use_sync, blob_key)
 
-    async def instance_sha256(self, sop_uid: str) -> tuple[str, str] | None:
-        row = await asyncio.to_thread(self._read_sync, _SHA_OF_SOP, {"sop": sop_uid})
-        return (row[0], row[1]) if row else None
+    def commit_instance_sync(self, record: InstanceRecord, facts: BlobFacts, replace: bool = True) -> CommitResult:
+        return self.write_sync(self._commit, record, facts, replace)
 
-    def commit_instance_sync(self, record: InstanceRecord, facts: BlobFacts) -> CommitResult:
-        return self.write_sync(self._commit, record, facts)
+    async def commit_instance(self, record: InstanceRecord, facts: BlobFacts, replace: bool = True) -> CommitResult:
+        return await self._write_block(self._commit, record, facts, replace)
 
-    async def commit_instance(self, record: InstanceRecord, facts: BlobFacts) -> CommitResult:
-        return await self._write_block(self._commit, record, facts)
-
-    def _commit(self, conn: Connection, record: InstanceRecord, facts: BlobFacts) -> CommitResult:
+    def _commit(self, conn: Connection, record: InstanceRecord, facts: BlobFacts, replace: bool) -> CommitResult:
         now = time.time()
         old = conn.execute(_INSTANCE_OF_SOP, {"sop": record.sop_uid}).first()
+        if old is not None and old[4] == facts.sha256:  # the same bytes again: nothing changes
+            _drop_pending(conn, facts.blob_key)
+            return CommitResult(created=False, replaced_blob=None, unchanged=True)
+        if old is not None and not replace:
+            raise Conflict(f"SOP Instance {record.sop_uid} is already stored with different content",
+                           dicom_status=0x0111)
         # A new instance of a known study keeps the study's attributes as first stored; a
         # replaced instance brings its own (the sender is correcting something).
         refresh = old is not None

@@ -1,9 +1,10 @@
 """Ingest: the one way an instance gets in — shared by STOW-RS, ``lightbox import`` and C-STORE.
 
-Order (after microsoft/dicom-server): read the header → mark the blob *pending* in the
-index → store the blob atomically → commit the index rows (with the DICOM JSON) in one
-transaction → forget the pending mark. A failure at any step removes what was written; a
-crash leaves at most a pending blob, which ``recover()`` removes at the next start.
+Order (after microsoft/dicom-server): mark the blob *pending* in the index → store it
+atomically (both while the header is being read) → commit the index rows (with the DICOM
+JSON) in one transaction, which forgets the pending mark. A failure at any step removes what
+was written; a crash leaves at most a pending blob, which ``recover()`` removes at the next
+start. The duplicate policy is applied inside the commit, against the row it would replace.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import dataclasses
 import hashlib
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -32,8 +33,8 @@ from server.storage.base import BlobStore
 
 log = logging.getLogger(__name__)
 
-# Hashing and flushing a spooled file release the GIL: they run beside the header parse.
-_FLUSHERS = ThreadPoolExecutor(2, thread_name_prefix="ingest-flush")
+# Storing a blob (hash, flush, pending mark, rename) runs beside the header parse.
+_FLUSHERS = ThreadPoolExecutor(4, thread_name_prefix="ingest-store")
 
 Outcome = Literal["stored", "replaced", "already-present"]
 
@@ -77,69 +78,76 @@ def is_part10(path: Path) -> bool:
 def inspect_file(path: Path) -> tuple[InstanceRecord, BlobFacts]:
     """Read the header only and compute everything the index keeps (the blob key and SHA-256
     are left empty for the caller). Runs in a worker thread."""
-    with open(path, "rb") as f:
-        head = f.read(132)
-        if len(head) < 132 or head[128:132] != b"DICM":
-            raise BadRequest("not a DICOM Part 10 file (no 'DICM' after the 128-byte preamble)")
+    with open(os.open(path, os.O_RDONLY), "rb") as f:
+        return inspect_open(f)
+
+
+def inspect_open(f: BinaryIO) -> tuple[InstanceRecord, BlobFacts]:
+    """``inspect_file`` of a file opened by descriptor (``open(fd, "rb")``): it may be renamed
+    meanwhile, as ingest moves it into the store while reading it."""
+    head = f.read(132)
+    if len(head) < 132 or head[128:132] != b"DICM":
+        raise BadRequest("not a DICOM Part 10 file (no 'DICM' after the 128-byte preamble)")
+    f.seek(0)
+    try:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, NotImplementedError) as exc:
+        raise BadRequest(f"unreadable DICOM header: {exc}") from exc
+    size = os.fstat(f.fileno()).st_size
+    position = f.tell()
+    fd = f.fileno()
+
+    def read_at(offset: int, length: int) -> bytes:
+        return os.pread(fd, length, offset)
+
+    ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "")
+    pixel_tag = None
+    if ts == DEFLATED_LE:
+        # The body is one deflate stream: no byte offsets; retrieval falls back to pydicom.
         f.seek(0)
+        full = pydicom.dcmread(f)
+        pixel_tag = next((t for t in PIXEL_TAGS if t in full), None)
+    elif position + 8 <= size:
+        group, elem = read_at(position, 4)[:2], read_at(position + 2, 2)
+        big = ts == "1.2.840.10008.1.2.2"
+        order: Literal["big", "little"] = "big" if big else "little"
+        tag = (int.from_bytes(group, order) << 16) | int.from_bytes(elem, order)
+        pixel_tag = tag if tag in PIXEL_TAGS else None
+    record = record_from_header(ds, pixel_tag)
+    frames = None
+    pixel_offset = pixel_length = None
+    descriptor = None
+    if pixel_tag is not None:
         try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True)
-        except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, NotImplementedError) as exc:
-            raise BadRequest(f"unreadable DICOM header: {exc}") from exc
-        size = os.fstat(f.fileno()).st_size
-        position = f.tell()
-        fd = f.fileno()
-
-        def read_at(offset: int, length: int) -> bytes:
-            return os.pread(fd, length, offset)
-
-        ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "")
-        pixel_tag = None
-        if ts == DEFLATED_LE:
-            # The body is one deflate stream: no byte offsets; retrieval falls back to pydicom.
-            full = pydicom.dcmread(path)
-            pixel_tag = next((t for t in PIXEL_TAGS if t in full), None)
-        elif position + 8 <= size:
-            group, elem = read_at(position, 4)[:2], read_at(position + 2, 2)
-            big = ts == "1.2.840.10008.1.2.2"
-            order: Literal["big", "little"] = "big" if big else "little"
-            tag = (int.from_bytes(group, order) << 16) | int.from_bytes(elem, order)
-            pixel_tag = tag if tag in PIXEL_TAGS else None
-        record = record_from_header(ds, pixel_tag)
-        frames = None
-        pixel_offset = pixel_length = None
-        descriptor = None
-        if pixel_tag is not None:
+            # The header was read without pixels; an empty stand-in lets the descriptor
+            # see which pixel element (and VR) the file has.
+            stand_in = "OB" if ts not in NATIVE_SYNTAXES or (record.bits_allocated or 16) <= 8 else "OW"
+            if ts in NATIVE_SYNTAXES and ts not in (DEFLATED_LE, "1.2.840.10008.1.2"):
+                stand_in = {b"OB": "OB", b"OW": "OW"}.get(read_at(position + 4, 2), stand_in)
+            vr = {0x7FE00008: "OF", 0x7FE00009: "OD"}.get(pixel_tag, stand_in)
+            ds.add_new(pixel_tag, vr, b"")
+            desc = descriptor_from_dataset(ds)
+            descriptor = desc.to_dict() if desc is not None else None
+        except Exception as exc:  # a bad pixel description does not block storing
+            log.warning("no pixel descriptor for %s: %s", record.sop_uid, exc)
+        if ts != DEFLATED_LE and record.rows and record.columns:
             try:
-                # The header was read without pixels; an empty stand-in lets the descriptor
-                # see which pixel element (and VR) the file has.
-                stand_in = "OB" if ts not in NATIVE_SYNTAXES or (record.bits_allocated or 16) <= 8 else "OW"
-                if ts in NATIVE_SYNTAXES and ts not in (DEFLATED_LE, "1.2.840.10008.1.2"):
-                    stand_in = {b"OB": "OB", b"OW": "OW"}.get(read_at(position + 4, 2), stand_in)
-                vr = {0x7FE00008: "OF", 0x7FE00009: "OD"}.get(pixel_tag, stand_in)
-                ds.add_new(pixel_tag, vr, b"")
-                desc = descriptor_from_dataset(ds)
-                descriptor = desc.to_dict() if desc is not None else None
-            except Exception as exc:  # a bad pixel description does not block storing
-                log.warning("no pixel descriptor for %s: %s", record.sop_uid, exc)
-            if ts != DEFLATED_LE and record.rows and record.columns:
-                try:
-                    element, frames = locate_frames(
-                        read_at, position, size, ts, record.rows, record.columns,
-                        int(ds.get("SamplesPerPixel", 1) or 1), record.bits_allocated or 16,
-                        record.number_of_frames, record.extended_offsets,
-                        str(ds.get("PhotometricInterpretation", "") or ""),
-                    )
-                    pixel_offset, pixel_length = element.value_offset, (
-                        element.length if element.length != 0xFFFFFFFF else size - element.value_offset
-                    )
-                except FrameLayoutError as exc:
-                    log.warning("frames of %s not located: %s", record.sop_uid, exc)
-        facts = BlobFacts(
-            blob_key="", sha256="", file_size=size, pixel_offset=pixel_offset,
-            pixel_length=pixel_length, frames=frames, descriptor=descriptor,
-        )
-        return record, facts
+                element, frames = locate_frames(
+                    read_at, position, size, ts, record.rows, record.columns,
+                    int(ds.get("SamplesPerPixel", 1) or 1), record.bits_allocated or 16,
+                    record.number_of_frames, record.extended_offsets,
+                    str(ds.get("PhotometricInterpretation", "") or ""),
+                )
+                pixel_offset, pixel_length = element.value_offset, (
+                    element.length if element.length != 0xFFFFFFFF else size - element.value_offset
+                )
+            except FrameLayoutError as exc:
+                log.warning("frames of %s not located: %s", record.sop_uid, exc)
+    facts = BlobFacts(
+        blob_key="", sha256="", file_size=size, pixel_offset=pixel_offset,
+        pixel_length=pixel_length, frames=frames, descriptor=descriptor,
+    )
+    return record, facts
 
 
 class Ingestor:
@@ -176,47 +184,47 @@ class Ingestor:
 
     def _ingest(self, path: Path, expected_study: str | None, sha256: str | None,
                 expected_sop: tuple[str, str] | None) -> IngestResult:
-        hashing = _FLUSHERS.submit(_hash_and_flush, path, sha256)
-        try:
-            record, facts = inspect_file(path)
-        except LightboxError:
-            raise
-        except Exception as exc:  # whatever a malformed file trips over: its fault, not ours
-            raise BadRequest(f"cannot read the DICOM header: {exc}") from exc
-        finally:
-            digest = hashing.result()
+        # The blob goes into the store beside the header parse (hashing, fsync and SQLite
+        # release the GIL): the parse is the longest step, and a C-STORE waits for all of it.
+        with open(os.open(path, os.O_RDONLY), "rb") as f:  # by descriptor: the file moves away
+            storing = _FLUSHERS.submit(self._store_blob, path, sha256)
+            try:
+                record, facts = _inspect(f)
+                _check_identity(record, expected_study, expected_sop)
+            except BaseException:
+                self._abandon(storing)
+                raise
+        digest = storing.result()  # on failure _store_blob has cleaned up
         facts = dataclasses.replace(facts, blob_key=digest, sha256=digest)
-        result = IngestResult("stored", *_ids(record))
-        if expected_study is not None and record.study_uid != expected_study:
-            raise Conflict(
-                f"StudyInstanceUID {record.study_uid} does not match the target study {expected_study}",
-                dicom_status=0xA900,
-            )
-        if expected_sop is not None and expected_sop != (record.sop_class_uid, record.sop_uid):
-            raise Conflict(
-                f"the dataset is {record.sop_class_uid}/{record.sop_uid}, "
-                f"the request announced {expected_sop[0]}/{expected_sop[1]}",
-                dicom_status=0xA900,
-            )
-        existing = self.index.reserve_sync(record.sop_uid, facts.blob_key)  # marks the blob pending
-        if existing is not None:
-            if existing[0] == digest:
-                return IngestResult("already-present", *_ids(record))
-            if self.duplicate_policy == "reject":
-                self._discard(facts.blob_key)
-                raise Conflict(
-                    f"SOP Instance {record.sop_uid} is already stored with different content",
-                    dicom_status=0x0111,
-                )
         try:
-            self.blobs.put_file_sync(facts.blob_key, path)
-            commit = self.index.commit_instance_sync(record, facts)
+            commit = self.index.commit_instance_sync(record, facts, replace=self.duplicate_policy != "reject")
         except BaseException:
-            self._discard(facts.blob_key)
+            self._discard(digest)
             raise
+        if commit.unchanged:
+            return IngestResult("already-present", *_ids(record))
         if commit.replaced_blob:
             self._discard(commit.replaced_blob)
-        return result if commit.created else IngestResult("replaced", *_ids(record))
+        return IngestResult("stored" if commit.created else "replaced", *_ids(record))
+
+    def _store_blob(self, path: Path, sha256: str | None) -> str:
+        """Hash (unless known), flush, mark pending, then move into the store: its key."""
+        digest = _hash_and_flush(path, sha256)
+        self.index.mark_pending_sync(digest)
+        try:
+            self.blobs.put_file_sync(digest, path)
+        except BaseException:
+            self._discard(digest)
+            raise
+        return digest
+
+    def _abandon(self, storing: Future[str]) -> None:
+        """The instance was refused after its blob went in: take the blob out again."""
+        try:
+            digest = storing.result()
+        except Exception:  # _store_blob failed and cleaned up; the refusal is what counts
+            return
+        self._discard(digest)
 
     def _discard(self, key: str) -> None:
         try:
@@ -227,6 +235,30 @@ class Ingestor:
             raise
         except Exception as exc:  # recover() retries at the next start
             log.warning("could not discard blob %s: %s", key, exc)
+
+
+def _inspect(f: BinaryIO) -> tuple[InstanceRecord, BlobFacts]:
+    try:
+        return inspect_open(f)
+    except LightboxError:
+        raise
+    except Exception as exc:  # whatever a malformed file trips over: its fault, not ours
+        raise BadRequest(f"cannot read the DICOM header: {exc}") from exc
+
+
+def _check_identity(record: InstanceRecord, expected_study: str | None,
+                    expected_sop: tuple[str, str] | None) -> None:
+    if expected_study is not None and record.study_uid != expected_study:
+        raise Conflict(
+            f"StudyInstanceUID {record.study_uid} does not match the target study {expected_study}",
+            dicom_status=0xA900,
+        )
+    if expected_sop is not None and expected_sop != (record.sop_class_uid, record.sop_uid):
+        raise Conflict(
+            f"the dataset is {record.sop_class_uid}/{record.sop_uid}, "
+            f"the request announced {expected_sop[0]}/{expected_sop[1]}",
+            dicom_status=0xA900,
+        )
 
 
 def _ids(record: InstanceRecord) -> tuple[str, str, str, str]:
