@@ -167,11 +167,42 @@ def test_dicomweb_client_round_trip(fresh_server: RunningServer) -> None:
     assert all(f"/dicomweb/studies/{datasets[0].StudyInstanceUID}/" in item.RetrieveURL for item in referenced[:1])
 
 
+def _pending(server: RunningServer) -> int:
+    with _db(server) as db:
+        return int(db.execute("select count(*) from pending_blobs").fetchone()[0])
+
+
 def test_same_instance_twice_is_a_success(fresh_server: RunningServer) -> None:
     data = CT.read_bytes()
     assert _stow(fresh_server, [data]).status_code == 200
     assert _stow(fresh_server, [data]).status_code == 200
     assert _counts(fresh_server) == (1, 1, 1)
+    assert _blob(fresh_server, hashlib.sha256(data).hexdigest()).read_bytes() == data
+    assert _pending(fresh_server) == 0
+
+
+def test_reject_policy_refuses_other_bytes_with_0111_and_keeps_the_first(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "data", env={"LIGHTBOX_DUPLICATE_POLICY": "reject"})
+    try:
+        first = CT.read_bytes()
+        ds = pydicom.dcmread(CT)
+        ds.PatientName = "Other^Bytes"
+        other = tmp_path / "other.dcm"
+        ds.save_as(other, enforce_file_format=True)
+        assert _stow(server, [first]).status_code == 200
+        response = _stow(server, [other.read_bytes()])
+        assert response.status_code == 409
+        assert response.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0x0111]
+        assert _stow(server, [first]).status_code == 200  # the same bytes again are fine
+        with _db(server) as db:
+            (sha,) = db.execute("select sha256 from instances").fetchone()
+            (name,) = db.execute("select patient_name from patients").fetchone()
+        assert sha == hashlib.sha256(first).hexdigest()
+        assert name != "Other^Bytes"
+        assert not _blob(server, hashlib.sha256(other.read_bytes()).hexdigest()).exists()
+        assert _pending(server) == 0
+    finally:
+        server.stop()
 
 
 def test_different_bytes_for_the_same_instance_replace_it(fresh_server: RunningServer) -> None:
@@ -198,6 +229,9 @@ def test_mixed_request_is_202_with_the_bad_part_failed(fresh_server: RunningServ
     doc = response.json()
     assert len(doc["00081199"]["Value"]) == 2
     assert doc["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000]
+    # the refused part went nowhere: no blob, no pending mark
+    assert not _blob(fresh_server, hashlib.sha256(b"not dicom at all").hexdigest()).exists()
+    assert _pending(fresh_server) == 0
 
 
 def test_study_mismatch_fails_that_part_only(fresh_server: RunningServer) -> None:
