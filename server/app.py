@@ -15,6 +15,7 @@ from server.api import admin, health, qido, rendered, stow, wado, wado_uri
 from server.api.accesslog import AccessLog
 from server.api.auth import Authenticator, AuthMiddleware
 from server.api.browser import add_browser_access
+from server.api.fastpath import FastPath
 from server.api.http import DICOMWEB_ROOT, error_response
 from server.api.ohif import ohif_router
 from server.config import Settings
@@ -26,13 +27,15 @@ from server.index.tokens import TokenStore
 from server.services.audit import AuditLog
 from server.services.ingest import Ingestor
 from server.services.render import Renderer
+from server.services.retrieve import Retriever
 from server.services.search import SearchService
 from server.storage.filestore import FileStore
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings) -> FastPath:
+    """The ASGI app to serve: the FastAPI app (``.app``) behind the fast path for frames."""
     configure_pydicom()
     settings.data.mkdir(parents=True, exist_ok=True)
     blobs = FileStore(settings.data)
@@ -66,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.ingestor = ingestor
     app.state.tokens = tokens
     app.state.search = SearchService(index, settings.qido_max_results)
+    app.state.retriever = retriever = Retriever(index, blobs)
     app.state.renderer = renderer = Renderer(index, blobs, settings.render_cache_bytes, settings.render_executor,
                                              settings.render_workers or None)
     # pydicom logs every failed decoder plugin with a traceback (LOGGER.exception); an
@@ -92,4 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
     add_browser_access(app, settings)  # outside auth: preflights and 401s carry CORS headers
     if settings.access_log:
         app.add_middleware(AccessLog)
-    return app
+    # Outside FastAPI itself: single frames and rendered frames answered by the same code
+    # without the per-request cost of its routing and middlewares (server.api.fastpath).
+    return FastPath(app, settings=settings, authenticator=authenticator, audit=audit, retriever=retriever,
+                    renderer=renderer)

@@ -4,12 +4,42 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("lightbox.access")
+
+
+class AccessEntry:
+    """One request's line: ``watch`` its answer, then ``write`` (shared with server.api.fastpath)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.status = 0
+        self.bytes = 0
+
+    def watch(self, send: Send) -> Send:
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.status = message["status"]
+            elif message["type"] == "http.response.body":
+                self.bytes += len(message.get("body", b""))
+            await send(message)
+
+        return sending
+
+    def write(self, scope: Scope) -> None:
+        client = scope.get("client")
+        log.info(orjson.dumps({
+            "method": scope["method"],
+            "path": scope["path"],
+            "query": scope.get("query_string", b"").decode("latin-1")[:300],
+            "status": self.status,
+            "bytes": self.bytes,
+            "ms": round((time.perf_counter() - self.start) * 1000, 2),
+            "client": client[0] if client else None,
+        }).decode())
 
 
 class AccessLog:
@@ -20,26 +50,8 @@ class AccessLog:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start = time.perf_counter()
-        state: dict[str, Any] = {"status": 0, "bytes": 0}
-
-        async def sending(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                state["status"] = message["status"]
-            elif message["type"] == "http.response.body":
-                state["bytes"] += len(message.get("body", b""))
-            await send(message)
-
+        entry = AccessEntry()
         try:
-            await self.app(scope, receive, sending)
+            await self.app(scope, receive, entry.watch(send))
         finally:
-            client = scope.get("client")
-            log.info(orjson.dumps({
-                "method": scope["method"],
-                "path": scope["path"],
-                "query": scope.get("query_string", b"").decode("latin-1")[:300],
-                "status": state["status"],
-                "bytes": state["bytes"],
-                "ms": round((time.perf_counter() - start) * 1000, 2),
-                "client": client[0] if client else None,
-            }).decode())
+            entry.write(scope)

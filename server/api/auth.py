@@ -255,6 +255,11 @@ def take_token(scope: Scope) -> str | None:
     return token if scope["method"] in {"GET", "HEAD"} else None
 
 
+def request_headers(scope: Scope) -> dict[str, str]:
+    """Request headers as ``identify`` and the audit trail read them (lower-case names)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
 def _with_headers(send: Send, extra: list[tuple[bytes, bytes]], private: bool) -> Send:
     async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -271,112 +276,31 @@ def _with_headers(send: Send, extra: list[tuple[bytes, bytes]], private: bool) -
     return sending
 
 
-class AuthMiddleware:
-    def __init__(self, app: ASGIApp, *, settings: Settings, authenticator: Authenticator,
-                 audit: AuditLog | None) -> None:
-        self.app = app
-        self.settings = settings
+class ApiGuard:
+    """The audit trail and the headers of every API answer, shared by AuthMiddleware and the
+    fast path (server.api.fastpath); both ask ``Authenticator`` who may do what."""
+
+    def __init__(self, authenticator: Authenticator, audit: AuditLog | None) -> None:
         self.auth = authenticator
         self.audit = audit
-        self.web_dir = settings.web_dir.resolve()
 
-    def _is_open(self, method: str, path: str) -> bool:
-        """/healthz, CORS preflights and viewer files (no patient data) need no identity."""
-        if path == "/healthz" or method == "OPTIONS":
-            return True
-        if path.startswith(("/dicomweb", "/wado", "/admin", "/auth")):
-            return False
-        if path == "/" or path.endswith("/"):
-            return (self.web_dir / path.strip("/") / "index.html").is_file()
-        target = (self.web_dir / path.lstrip("/")).resolve()
-        return target.is_relative_to(self.web_dir) and target.is_file()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        method: str = scope["method"]
-        path: str = scope["path"]
-        if path == CHECK_PATH:
-            await self._check(scope, receive, send)
-            return
-        if path == "/ohif" or path.startswith("/ohif/"):
-            # The OHIF build (app code, no patient data) needs inline script and wasm: no CSP.
-            await self.app(scope, receive, _with_headers(send, API_HEADERS, False))
-            return
-        if self._is_open(method, path):
-            await self.app(scope, receive, _with_headers(send, STATIC_HEADERS, False))
-            return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        started = time.perf_counter()
-        query_token = take_token(scope)
-        who: Identity | None = None
-        status = {"code": 0}
-        try:
-            who = await self.auth.identify(headers, query_token)
-            decision = await self.auth.authorize(who, method, path, scope.get("query_string", b""))
-        except LightboxError as exc:
-            self._record(scope, headers, who, exc.http_status, started, str(exc.message))
-            await self._deny(exc, scope, receive, send)
-            return
-        scope["query_string"] = decision.query
-        if decision.empty_qido:
-            empty: Response = Response(status_code=204) if self.settings.qido_empty_204 else dicom_json([])
-            self._record(scope, headers, who, empty.status_code, started)
-            await empty(scope, receive, send)
-            return
-        scope.setdefault("state", {})["identity"] = who
+    def audited(self, send: Send, scope: Scope, headers: dict[str, str], who: Identity, started: float,
+                status: dict[str, int]) -> Send:
+        """``send`` for an admitted request: adds the API headers and records the access as
+        the answer starts (its status lands in ``status["code"]``)."""
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start" and not status["code"]:
                 # Recorded before the client sees a byte (ms is time to first byte), so the
                 # trail never misses an access whose body was cut short.
                 status["code"] = message["status"]
-                self._record(scope, headers, who, message["status"], started)
+                self.record(scope, headers, who, message["status"], started)
             await send(message)
 
-        try:
-            await self.app(scope, receive, _with_headers(sending, API_HEADERS, self.auth.enabled))
-        finally:
-            if not status["code"]:
-                self._record(scope, headers, who, 500, started, "no response")
+        return _with_headers(sending, API_HEADERS, self.auth.enabled)
 
-    async def _deny(self, exc: LightboxError, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(exc)
-        if exc.http_status == 401:
-            del response.headers["www-authenticate"]
-            response.raw_headers.extend(self.auth.challenges())
-        await response(scope, receive, send)
-
-    async def _check(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """nginx auth_request: may the request in X-Original-URI/-Method go ahead?"""
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        started = time.perf_counter()
-        original = urlsplit(headers.get("x-original-uri", ""))
-        method = headers.get("x-original-method", "GET").upper()
-        path = unquote(original.path)
-        fake = {**scope, "method": method, "path": path, "query_string": original.query.encode()}
-        query_token = take_token(fake)
-        who: Identity | None = None
-        try:
-            if not path.startswith("/"):
-                raise BadRequest("X-Original-URI missing")
-            who = await self.auth.identify(headers, query_token)
-            await self.auth.authorize(who, method, path, fake["query_string"])
-        except LightboxError as exc:
-            # auth_request understands only 2xx, 401 and 403.
-            code = exc.http_status if exc.http_status in (401, 403) else 403
-            response = Response(status_code=code)
-            if code == 401:
-                response.raw_headers.extend(self.auth.challenges())
-            self._record(fake, headers, who, code, started, exc.message, check=True)
-            await response(scope, receive, send)
-            return
-        self._record(fake, headers, who, 204, started, check=True)
-        await Response(status_code=204)(scope, receive, send)
-
-    def _record(self, scope: Scope, headers: dict[str, str], who: Identity | None, status: int,
-                started: float, reason: str | None = None, check: bool = False) -> None:
+    def record(self, scope: Scope, headers: dict[str, str], who: Identity | None, status: int,
+               started: float, reason: str | None = None, check: bool = False) -> None:
         if self.audit is None:
             return
         method: str = scope["method"]
@@ -412,3 +336,99 @@ class AuthMiddleware:
             self.audit.write(rec)
         except OSError as exc:  # never fail a request because the audit disk is full; say so loudly
             log.error("audit write failed: %s", exc)
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp, *, settings: Settings, authenticator: Authenticator,
+                 audit: AuditLog | None) -> None:
+        self.app = app
+        self.settings = settings
+        self.auth = authenticator
+        self.guard = ApiGuard(authenticator, audit)
+        self.web_dir = settings.web_dir.resolve()
+
+    def _is_open(self, method: str, path: str) -> bool:
+        """/healthz, CORS preflights and viewer files (no patient data) need no identity."""
+        if path == "/healthz" or method == "OPTIONS":
+            return True
+        if path.startswith(("/dicomweb", "/wado", "/admin", "/auth")):
+            return False
+        if path == "/" or path.endswith("/"):
+            return (self.web_dir / path.strip("/") / "index.html").is_file()
+        target = (self.web_dir / path.lstrip("/")).resolve()
+        return target.is_relative_to(self.web_dir) and target.is_file()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method: str = scope["method"]
+        path: str = scope["path"]
+        if path == CHECK_PATH:
+            await self._check(scope, receive, send)
+            return
+        if path == "/ohif" or path.startswith("/ohif/"):
+            # The OHIF build (app code, no patient data) needs inline script and wasm: no CSP.
+            await self.app(scope, receive, _with_headers(send, API_HEADERS, False))
+            return
+        if self._is_open(method, path):
+            await self.app(scope, receive, _with_headers(send, STATIC_HEADERS, False))
+            return
+        headers = request_headers(scope)
+        started = time.perf_counter()
+        query_token = take_token(scope)
+        who: Identity | None = None
+        try:
+            who = await self.auth.identify(headers, query_token)
+            decision = await self.auth.authorize(who, method, path, scope.get("query_string", b""))
+        except LightboxError as exc:
+            self.guard.record(scope, headers, who, exc.http_status, started, str(exc.message))
+            await self._deny(exc, scope, receive, send)
+            return
+        scope["query_string"] = decision.query
+        if decision.empty_qido:
+            empty: Response = Response(status_code=204) if self.settings.qido_empty_204 else dicom_json([])
+            self.guard.record(scope, headers, who, empty.status_code, started)
+            await empty(scope, receive, send)
+            return
+        scope.setdefault("state", {})["identity"] = who
+        status = {"code": 0}
+        try:
+            await self.app(scope, receive, self.guard.audited(send, scope, headers, who, started, status))
+        finally:
+            if not status["code"]:
+                self.guard.record(scope, headers, who, 500, started, "no response")
+
+    async def _deny(self, exc: LightboxError, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(exc)
+        if exc.http_status == 401:
+            del response.headers["www-authenticate"]
+            response.raw_headers.extend(self.auth.challenges())
+        await response(scope, receive, send)
+
+    async def _check(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """nginx auth_request: may the request in X-Original-URI/-Method go ahead?"""
+        headers = request_headers(scope)
+        started = time.perf_counter()
+        original = urlsplit(headers.get("x-original-uri", ""))
+        method = headers.get("x-original-method", "GET").upper()
+        path = unquote(original.path)
+        fake = {**scope, "method": method, "path": path, "query_string": original.query.encode()}
+        query_token = take_token(fake)
+        who: Identity | None = None
+        try:
+            if not path.startswith("/"):
+                raise BadRequest("X-Original-URI missing")
+            who = await self.auth.identify(headers, query_token)
+            await self.auth.authorize(who, method, path, fake["query_string"])
+        except LightboxError as exc:
+            # auth_request understands only 2xx, 401 and 403.
+            code = exc.http_status if exc.http_status in (401, 403) else 403
+            response = Response(status_code=code)
+            if code == 401:
+                response.raw_headers.extend(self.auth.challenges())
+            self.guard.record(fake, headers, who, code, started, exc.message, check=True)
+            await response(scope, receive, send)
+            return
+        self.guard.record(fake, headers, who, 204, started, check=True)
+        await Response(status_code=204)(scope, receive, send)

@@ -15,12 +15,14 @@ Extension (documented in the README): ``preset=lung|mediastinum|bone|brain|…``
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from server.api.http import public_base
-from server.api.payload import accept_of, require_uids, respond
+from server.api.http import settings_of
+from server.api.payload import accept_of, base_of, require_uids, respond
+from server.config import Settings
 from server.render.params import RenderParams, parse_render_params
 from server.services.render import Renderer
 from server.services.retrieve import parse_frame_list
@@ -35,7 +37,7 @@ def renderer_of(request: Request) -> Renderer:
 
 
 def _params(request: Request, thumbnail: bool) -> RenderParams:
-    q = request.query_params
+    q: Mapping[str, str] = request.query_params if request.scope.get("query_string") else {}
     return parse_render_params(
         window=q.get("window"),
         viewport=q.get("viewport"),
@@ -45,17 +47,24 @@ def _params(request: Request, thumbnail: bool) -> RenderParams:
     )
 
 
-async def _render(request: Request, study: str, series: str | None = None, sop: str | None = None,
-                  frames: str | None = None, *, thumbnail: bool = False) -> Response:
+async def render_response(request: Request, renderer: Renderer, settings: Settings, study: str,
+                          series: str | None = None, sop: str | None = None, frames: str | None = None, *,
+                          thumbnail: bool = False) -> Response:
+    """Every route below answers with this; so does the fast path (server.api.fastpath)."""
     require_uids(study, series, sop)
     numbers = parse_frame_list(frames) if frames is not None else None
     params = _params(request, thumbnail)
-    payload = await renderer_of(request).render(
-        study, series, sop, numbers, params, list(accept_of(request)),
-        public_base(request, request.app.state.settings),
+    payload = await renderer.render(
+        study, series, sop, numbers, params, list(accept_of(request)), base_of(request, settings),
         thumbnail=thumbnail, if_none_match=request.headers.get("if-none-match"),
     )
     return respond(payload, "image/jpeg")
+
+
+async def _render(request: Request, study: str, series: str | None = None, sop: str | None = None,
+                  frames: str | None = None, *, thumbnail: bool = False) -> Response:
+    return await render_response(request, renderer_of(request), settings_of(request), study, series, sop, frames,
+                                 thumbnail=thumbnail)
 
 
 # ---------------------------------------------------------------- rendered (REND-01)

@@ -12,8 +12,9 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from server.api.http import public_base
-from server.api.payload import accept_of, require_uids, respond
+from server.api.http import settings_of
+from server.api.payload import accept_of, base_of, require_uids, respond
+from server.config import Settings
 from server.services.retrieve import Retriever, parse_frame_list, parse_range
 
 log = logging.getLogger(__name__)
@@ -21,29 +22,13 @@ router = APIRouter()
 
 
 def _retriever(request: Request) -> Retriever:
-    """One Retriever per app, built on first use from the app's index and blob store."""
-    state = request.app.state
-    retriever: Retriever | None = getattr(state, "retriever", None)
-    if retriever is None:
-        retriever = state.retriever = Retriever(state.index, state.blobs)
+    """The app's one Retriever (create_app makes it: the fast path shares its row cache)."""
+    retriever: Retriever = request.app.state.retriever
     return retriever
 
 
-_BASES: dict[tuple[object, ...], str] = {}
-
-
 def _base(request: Request) -> str:
-    """public_base() memoised on what it reads: building request.url costs more than a frame read."""
-    h = request.headers
-    scope = request.scope
-    key = (h.get("host"), h.get("x-forwarded-proto"), h.get("x-forwarded-host"), h.get("x-forwarded-prefix"),
-           scope.get("scheme"), scope.get("root_path"), scope.get("server"), id(request.app))
-    base = _BASES.get(key)
-    if base is None:
-        if len(_BASES) > 1024:
-            _BASES.clear()
-        base = _BASES[key] = public_base(request, request.app.state.settings)
-    return base
+    return base_of(request, settings_of(request))
 
 
 def _gzip_ok(request: Request) -> bool:
@@ -108,19 +93,26 @@ async def retrieve_instance_metadata(request: Request, study: str, series: str, 
 # ---------------------------------------------------------------- frames and bulk data
 
 
+async def frames_response(request: Request, retriever: Retriever, settings: Settings,
+                          study: str, series: str, sop: str, frames: str) -> Response:
+    """GET …/frames/{frames}: the route below and the fast path (server.api.fastpath) both answer with it."""
+    require_uids(study, series, sop)
+    numbers = parse_frame_list(frames)
+    headers = request.headers
+    payload = await retriever.retrieve_frames(
+        study, series, sop, numbers, accept_of(request), base_of(request, settings),
+        byte_range=parse_range(headers.get("range")),
+        if_none_match=headers.get("if-none-match"),
+    )
+    return respond(payload)
+
+
 async def retrieve_frames(request: Request) -> Response:
     """Frames (PS3.18 §10.4.1.1.4). A plain Starlette route: OHIF asks once per frame, and
     FastAPI's parameter machinery would cost more than reading the frame."""
     p = request.path_params
-    study, series, sop = p["study"], p["series"], p["sop"]
-    require_uids(study, series, sop)
-    numbers = parse_frame_list(p["frames"])
-    payload = await _retriever(request).retrieve_frames(
-        study, series, sop, numbers, accept_of(request), _base(request),
-        byte_range=parse_range(request.headers.get("range")),
-        if_none_match=request.headers.get("if-none-match"),
-    )
-    return respond(payload)
+    return await frames_response(request, _retriever(request), settings_of(request),
+                                 p["study"], p["series"], p["sop"], p["frames"])
 
 
 router.add_route("/studies/{study}/series/{series}/instances/{sop}/frames/{frames}", retrieve_frames, ["GET"])

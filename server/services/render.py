@@ -26,6 +26,11 @@ so a small private thread pool overlaps them with the event loop's HTTP work and
 process pool (one per shard of the frame cache, so decoded pixels never cross processes)
 still pays ~0.45 ms of pickling and feeder threads per frame and a third busy process on
 two cores. ``thread`` is the default.
+
+Since then ``…/frames/{n}/rendered`` without a query is answered outside FastAPI's routing
+and middlewares (server/api/fastpath.py): ~0.5 ms CPU less a frame in an A/B on one server
+(2.2–2.5 against 2.7–3.0 ms at c=8); thread c=8 then measured 51–81 % of the floor, the
+spread being the other jobs on the shared 2-core box.
 """
 
 from __future__ import annotations

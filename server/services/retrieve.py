@@ -19,7 +19,7 @@ import io
 import logging
 import zipfile
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -370,25 +370,38 @@ class Retriever:
         base: str, *, byte_range: ByteRange | None = None, if_none_match: str | None = None,
     ) -> Payload:
         """Frames by number (PS3.18 §10.4.1.1.4): one part each, in the order asked."""
-        row = await self._instance(study, series, sop)
+        return await self._from_row(study, series, sop,
+                                    lambda row: self._frames(row, numbers, ranges, base, byte_range, if_none_match))
+
+    async def _frames(self, row: StoredInstance, numbers: list[int], ranges: Sequence[MediaRange], base: str,
+                      byte_range: ByteRange | None, if_none_match: str | None) -> Payload:
         if row.pixel_tag is None:
-            raise NotFound(f"instance {sop} has no pixel data, so no frames")
+            raise NotFound(f"instance {row.sop_uid} has no pixel data, so no frames")
         for n in numbers:
             if n > row.number_of_frames:
-                raise NotFound(f"frame {n} is outside 1..{row.number_of_frames} of instance {sop}")
+                raise NotFound(f"frame {n} is outside 1..{row.number_of_frames} of instance {row.sop_uid}")
         options = offers(ranges, "frames", single_part=len(numbers) == 1)
-        first = resolve_frame(options, row.transfer_syntax, self._can(row))
-        choice = first  # all frames of one instance share a syntax, so one choice fits all
+        choice = resolve_frame(options, row.transfer_syntax, self._can(row))  # one syntax fits all frames
         etag = _frame_etag(row, numbers, choice, byte_range)
         headers = {"ETag": etag, "Cache-Control": FRAME_CACHE_CONTROL, "Vary": "Accept"}
         if etag_matches(if_none_match, etag):
-            return Payload(status=304, headers=headers)
-        try:
-            bodies = [await self._frame_out(row, n, choice) for n in numbers]
-        except FileNotFoundError:  # replaced since we cached the row: read it again
-            row = await self._instance(study, series, sop, fresh=True)
-            bodies = [await self._frame_out(row, n, choice) for n in numbers]
+            return await self._not_modified(row, headers)
+        bodies = [await self._frame_out(row, n, choice) for n in numbers]
         return _framed(bodies, choice, f"{instance_url(base, row)}/frames", numbers, byte_range, headers)
+
+    async def _from_row(self, study: str, series: str, sop: str,
+                        answer: Callable[[StoredInstance], Awaitable[Payload]]) -> Payload:
+        """``answer`` from the cached row, and once more from the index if that row's blob is
+        gone: the instance was replaced or deleted since (the next row read says which)."""
+        try:
+            return await answer(await self._instance(study, series, sop))
+        except FileNotFoundError:
+            return await answer(await self._instance(study, series, sop, fresh=True))
+
+    async def _not_modified(self, row: StoredInstance, headers: dict[str, str]) -> Payload:
+        if not await self.blobs.exists(row.blob_key):  # the cached row may be stale: never a stale 304
+            raise FileNotFoundError(row.blob_key)
+        return Payload(status=304, headers=headers)
 
     # ------------------------------------------------------------ bulk data
 
@@ -398,7 +411,11 @@ class Retriever:
     ) -> Payload:
         """The value a BulkDataURI points at (PS3.18 §10.4.1.1.5)."""
         path = parse_tag_path(tag_path)
-        row = await self._instance(study, series, sop)
+        return await self._from_row(study, series, sop, lambda row: self._bulk(
+            row, path, tag_path, ranges, base, byte_range, if_none_match))
+
+    async def _bulk(self, row: StoredInstance, path: list[int], tag_path: str, ranges: Sequence[MediaRange],
+                    base: str, byte_range: ByteRange | None, if_none_match: str | None) -> Payload:
         url = f"{instance_url(base, row)}/bulk/{tag_path.strip('/')}"
         if path == [row.pixel_tag] and is_encapsulated(row.transfer_syntax):  # every frame, one part each
             numbers = list(range(1, row.number_of_frames + 1))
@@ -407,14 +424,14 @@ class Retriever:
             etag = _frame_etag(row, numbers, choice, byte_range)
             headers = {"ETag": etag, "Cache-Control": FRAME_CACHE_CONTROL, "Vary": "Accept"}
             if etag_matches(if_none_match, etag):
-                return Payload(status=304, headers=headers)
+                return await self._not_modified(row, headers)
             bodies = [await self._frame_out(row, n, choice) for n in numbers]
             return _framed(bodies, choice, f"{instance_url(base, row)}/frames", numbers, None, headers)
         option = resolve_bulk(offers(ranges, "bulk", single_part=True))
         etag = f'"{row.sha256[:32]}-{hashlib.sha256(tag_path.encode()).hexdigest()[:8]}"'
         headers = {"ETag": etag, "Cache-Control": FRAME_CACHE_CONTROL, "Accept-Ranges": "bytes"}
         if etag_matches(if_none_match, etag):
-            return Payload(status=304, headers=headers)
+            return await self._not_modified(row, headers)
         value = await self._bulk_value(row, path)
         return _framed_value(value, option, url, byte_range, headers)
 

@@ -1,0 +1,96 @@
+"""The two GETs a viewer sends by the thousand — one frame, one rendered frame — answered
+without FastAPI's routing and middleware stack, which cost several times the work itself.
+
+Same answer, same code: the route functions (``wado.frames_response``,
+``rendered.render_response``), the Authenticator, the audit trail (``ApiGuard``), the CORS
+and isolation headers (``BrowserHeaders``) and the access log (``AccessEntry``) are the ones
+the normal path runs, applied in the middleware order ``create_app`` sets up. Nothing is
+sent or recorded until an answer is in hand; anything else — another method or path, a
+query other than ``token=``, a refused request, an error, a streamed answer — goes to the
+normal app untouched, which then answers (or refuses) it the usual way.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.api.accesslog import AccessEntry
+from server.api.auth import ApiGuard, Authenticator, request_headers, take_token
+from server.api.browser import BrowserHeaders
+from server.api.rendered import render_response
+from server.api.wado import frames_response
+from server.config import Settings
+from server.services.audit import AuditLog
+from server.services.render import Renderer
+from server.services.retrieve import Retriever
+
+# One frame number only: a frame list may be answered as a stream, which this path leaves alone.
+_FRAME = re.compile(r"^/dicomweb/studies/([^/]+)/series/([^/]+)/instances/([^/]+)/frames/([0-9]+)(/rendered)?\Z")
+
+
+class FastPath:
+    """ASGI app in front of the FastAPI app ``app``: answers what it can, passes the rest."""
+
+    def __init__(self, app: ASGIApp, *, settings: Settings, authenticator: Authenticator, audit: AuditLog | None,
+                 retriever: Retriever, renderer: Renderer) -> None:
+        self.app = app
+        self.settings = settings
+        self.auth = authenticator
+        self.guard = ApiGuard(authenticator, audit)
+        self.browser = BrowserHeaders(settings)
+        self.retriever = retriever
+        self.renderer = renderer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
+            match = _FRAME.match(scope["path"])
+            if match is not None and await self._answer(match, scope, receive, send):
+                return
+        await self.app(scope, receive, send)
+
+    async def _answer(self, match: re.Match[str], scope: Scope, receive: Receive, send: Send) -> bool:
+        """Answer and return True, or return False having sent and recorded nothing."""
+        entry = AccessEntry() if self.settings.access_log else None
+        query_token = None
+        if scope.get("query_string"):
+            scope = {**scope}  # take the token as AuthMiddleware does, but from a copy: we may yet pass
+            query_token = take_token(scope)
+            if scope["query_string"]:
+                return False
+        headers = request_headers(scope)
+        started = time.perf_counter()
+        try:
+            who = await self.auth.identify(headers, query_token)
+            await self.auth.authorize(who, "GET", scope["path"], b"")
+            study, series, sop, frame, rendered = match.groups()
+            request = Request(scope)
+            if rendered:
+                response = await render_response(request, self.renderer, self.settings, study, series, sop, frame)
+            else:
+                response = await frames_response(request, self.retriever, self.settings, study, series, sop, frame)
+        except Exception:  # the normal path answers it, refusals and errors included
+            return False
+        if isinstance(response, StreamingResponse):
+            return False
+        # The middlewares' send wrappers, outermost first: access log, CORS, isolation, auth. All
+        # but the access log change the start message only, so the body goes around them.
+        body = entry.watch(send) if entry else send
+        status = {"code": 0}
+        start = self.guard.audited(self.browser.wrap(body, scope), scope, headers, who, started, status)
+
+        async def sending(message: Message) -> None:
+            await (start if message["type"] == "http.response.start" else body)(message)
+
+        try:
+            await response(scope, receive, sending)
+        finally:
+            if not status["code"]:
+                self.guard.record(scope, headers, who, 500, started, "no response")
+            if entry:
+                entry.write(scope)
+        return True
