@@ -10,6 +10,8 @@ requests the fast path answered itself.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import io
 import json
 import re
@@ -377,7 +379,14 @@ def test_a_replaced_or_deleted_instance_is_never_served_stale(fresh_server: Runn
 # ---------------------------------------------------------------- which requests take the fast path
 
 
-async def test_the_fast_path_answers_single_frames_and_passes_the_rest(tmp_path: Path) -> None:
+def test_the_fast_path_answers_single_frames_and_passes_the_rest(tmp_path: Path) -> None:
+    # In a thread of its own: the e2e tests' session-wide Playwright (sync API) keeps an event
+    # loop running in the main thread for the rest of the test session.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: asyncio.run(_which_requests_take_the_fast_path(tmp_path))).result()
+
+
+async def _which_requests_take_the_fast_path(tmp_path: Path) -> None:
     folder = tmp_path / "files"
     folder.mkdir()
     c = _write(folder, "x", series_from(SOURCES["native, 10 frames"], 1)[0])
