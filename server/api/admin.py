@@ -36,12 +36,17 @@ router = APIRouter()
 admin_router = APIRouter()
 
 
+async def _deid_secret(request: Request, study: str) -> bytes:
+    """Check the study UID, then load (or create) the site's de-identification key."""
+    require_uid(study, "study")
+    return await asyncio.to_thread(load_secret, settings_of(request).data / "deid.key")
+
+
 @router.post("/studies/{study}/deidentify")
 async def deidentify(request: Request, study: str) -> Response:
+    secret = await _deid_secret(request, study)
     settings = settings_of(request)
-    require_uid(study, "study")
     state = request.app.state
-    secret = await asyncio.to_thread(load_secret, settings.data / "deid.key")
     result = await deidentify_study(state.index, state.blobs, state.ingestor, secret, study)
     return JSONResponse({
         "StudyInstanceUID": result.study_uid,
@@ -54,10 +59,8 @@ async def deidentify(request: Request, study: str) -> Response:
 
 @router.get("/studies/{study}/deidentify")
 async def deidentified_download(request: Request, study: str) -> Response:
-    settings = settings_of(request)
-    require_uid(study, "study")
+    secret = await _deid_secret(request, study)
     state = request.app.state
-    secret = await asyncio.to_thread(load_secret, settings.data / "deid.key")
     fd, name = tempfile.mkstemp(prefix="deid-", suffix=".zip", dir=state.blobs.spool_dir())
     os.close(fd)
     target = Path(name)

@@ -33,7 +33,7 @@ from server.storage.base import BlobStore
 
 log = logging.getLogger(__name__)
 
-# Storing a blob (hash, flush, pending mark, rename) runs beside the header parse.
+# Storing a blob (hash, pending mark, flush and rename) runs beside the header parse.
 _FLUSHERS = ThreadPoolExecutor(4, thread_name_prefix="ingest-store")
 
 Outcome = Literal["stored", "replaced", "already-present"]
@@ -54,19 +54,6 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _hash_and_flush(path: Path, known: str | None) -> str:
-    """The file's SHA-256 (``known`` when the caller hashed it while spooling), with its bytes
-    flushed to disk so that storing it later is only a rename."""
-    with open(path, "rb") as f:
-        if known is None:
-            digest = hashlib.sha256()
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-            known = digest.hexdigest()
-        os.fdatasync(f.fileno())
-    return known
 
 
 def is_part10(path: Path) -> bool:
@@ -208,8 +195,8 @@ class Ingestor:
         return IngestResult("stored" if commit.created else "replaced", *_ids(record))
 
     def _store_blob(self, path: Path, sha256: str | None) -> str:
-        """Hash (unless known), flush, mark pending, then move into the store: its key."""
-        digest = _hash_and_flush(path, sha256)
+        """Hash (unless known), mark pending, then move into the store (which flushes): its key."""
+        digest = sha256 or sha256_file(path)
         self.index.mark_pending_sync(digest)
         try:
             self.blobs.put_file_sync(digest, path)

@@ -382,12 +382,19 @@ class Retriever:
                 raise NotFound(f"frame {n} is outside 1..{row.number_of_frames} of instance {row.sop_uid}")
         options = offers(ranges, "frames", single_part=len(numbers) == 1)
         choice = resolve_frame(options, row.transfer_syntax, self._can(row))  # one syntax fits all frames
+        return await self._frames_payload(row, numbers, choice, base, byte_range, if_none_match)
+
+    async def _frames_payload(self, row: StoredInstance, numbers: list[int], choice: Choice, base: str,
+                              byte_range: ByteRange | None, if_none_match: str | None,
+                              *, serve_range: bool = True) -> Payload:
+        """The frames in ``choice``'s syntax with their ETag, or a 304 when that still matches."""
         etag = _frame_etag(row, numbers, choice, byte_range)
         headers = {"ETag": etag, "Cache-Control": FRAME_CACHE_CONTROL, "Vary": "Accept"}
         if etag_matches(if_none_match, etag):
             return await self._not_modified(row, headers)
         bodies = [await self._frame_out(row, n, choice) for n in numbers]
-        return _framed(bodies, choice, f"{instance_url(base, row)}/frames", numbers, byte_range, headers)
+        return _framed(bodies, choice, f"{instance_url(base, row)}/frames", numbers,
+                       byte_range if serve_range else None, headers)
 
     async def _from_row(self, study: str, series: str, sop: str,
                         answer: Callable[[StoredInstance], Awaitable[Payload]]) -> Payload:
@@ -421,12 +428,8 @@ class Retriever:
             numbers = list(range(1, row.number_of_frames + 1))
             options = offers(ranges, "frames", single_part=False)
             choice = resolve_frame(options, row.transfer_syntax, self._can(row), multipart=True)
-            etag = _frame_etag(row, numbers, choice, byte_range)
-            headers = {"ETag": etag, "Cache-Control": FRAME_CACHE_CONTROL, "Vary": "Accept"}
-            if etag_matches(if_none_match, etag):
-                return await self._not_modified(row, headers)
-            bodies = [await self._frame_out(row, n, choice) for n in numbers]
-            return _framed(bodies, choice, f"{instance_url(base, row)}/frames", numbers, None, headers)
+            return await self._frames_payload(row, numbers, choice, base, byte_range, if_none_match,
+                                              serve_range=False)
         option = resolve_bulk(offers(ranges, "bulk", single_part=True))
         etag = f'"{row.sha256[:32]}-{hashlib.sha256(tag_path.encode()).hexdigest()[:8]}"'
         headers = {"ETag": etag, "Cache-Control": FRAME_CACHE_CONTROL, "Accept-Ranges": "bytes"}

@@ -66,9 +66,7 @@ class FileStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(source, os.O_RDONLY)
         try:
-            # The data, not the timestamps: a no-op when ingest flushed the file already
-            # (fsync would wait for a journal commit of the rename's ctime change, ~1 ms).
-            os.fdatasync(fd)
+            os.fdatasync(fd)  # the data (and its size), not the timestamps
         finally:
             os.close(fd)
         try:
