@@ -15,6 +15,7 @@ Aim: ≥ 75 % of the floor at c=8; window change ≤ 5 ms.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import io
 import os
@@ -22,7 +23,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -33,7 +33,7 @@ import pydicom
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import ct_series, percentiles, row, write_files  # noqa: E402
+from benchmarks.common import ct_series, load_each, percentiles, row, write_files  # noqa: E402
 from server.dicom.pixels import descriptor_from_dataset  # noqa: E402
 from server.render.decode import decode_frame  # noqa: E402
 from server.render.params import RenderParams  # noqa: E402
@@ -97,38 +97,7 @@ def cpu_seconds(pid: int) -> float:
 
 def run(base: str, paths: list[str], concurrency: int) -> tuple[float, list[float]]:
     """Each path once, ``concurrency`` keep-alive connections; (frames/s, latencies)."""
-    host = urlsplit(base).netloc
-    todo = list(reversed(paths))
-    lock = threading.Lock()
-    latencies: list[float] = []
-    errors: list[str] = []
-
-    def worker() -> None:
-        conn = http.client.HTTPConnection(host, timeout=60)
-        while True:
-            with lock:
-                if not todo:
-                    break
-                path = todo.pop()
-            t = time.perf_counter()
-            conn.request("GET", path, headers={"Accept": "image/jpeg"})
-            response = conn.getresponse()
-            body = response.read()
-            latencies.append(time.perf_counter() - t)
-            if response.status != 200 or not body.startswith(b"\xff\xd8"):
-                errors.append(f"{response.status} {path}")
-        conn.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    if errors:
-        raise RuntimeError(f"{len(errors)} failed requests, e.g. {errors[0]}")
-    return len(paths) / elapsed, latencies
+    return asyncio.run(load_each(base, paths, concurrency, {"Accept": "image/jpeg"}, magic=b"\xff\xd8"))
 
 
 def window_change(base: str, paths: list[str]) -> list[float]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
-import re
 import shutil
 import statistics
 import tempfile
@@ -20,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import ct_series, floor_server, row, write_files
+from benchmarks.common import ct_series, floor_server, load_for, row, write_files
 from tests.conftest import import_files, start_server
 
 OHIF_ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*"
@@ -54,50 +52,6 @@ async def floor(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 "headers": [(b"content-type", b"multipart/related"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
-
-
-# ---------------------------------------------------------------- load
-
-
-async def _fetch(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
-    """One keep-alive HTTP/1.1 GET with a Content-Length answer; returns the body size."""
-    writer.write(request)
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
-    body = await reader.readexactly(length)
-    assert status == 200, body[:200]
-    return length
-
-
-async def _load(base: str, paths: list[str], concurrency: int, headers: dict[str, str]) -> tuple[float, float]:
-    """(responses/s, MB/s) of ``concurrency`` keep-alive connections for SECONDS.
-
-    A bare asyncio client: httpx costs more CPU per request than the server on 2 cores.
-    """
-    host, port = base.removeprefix("http://").split("/")[0].split(":")
-    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    done = 0
-    size = 0
-    stop = time.perf_counter() + SECONDS
-
-    async def worker(seed: int) -> None:
-        nonlocal done, size
-        rng = random.Random(seed)
-        reader, writer = await asyncio.open_connection(host, int(port))
-        try:
-            while time.perf_counter() < stop:
-                path = rng.choice(paths)
-                got = await _fetch(reader, writer, f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode())
-                size += got
-                done += 1
-        finally:
-            writer.close()
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(n) for n in range(concurrency)))
-    elapsed = time.perf_counter() - start
-    return done / elapsed, size / elapsed / 1e6
 
 
 def _timed_get(client: httpx.Client, url: str, headers: dict[str, str] | None = None,
@@ -161,8 +115,9 @@ def main() -> None:
                 # 2-core machine the load of other jobs moves both by ±50 % within seconds
                 floors, ours = [], []
                 for _ in range(ROUNDS):
-                    floors.append(asyncio.run(_load(floor_base, ["/frame"], concurrency, {})))
-                    ours.append(asyncio.run(_load(server.base, frame_paths, concurrency, {"Accept": OHIF_ACCEPT})))
+                    floors.append(asyncio.run(load_for(floor_base, ["/frame"], concurrency, {}, SECONDS)))
+                    ours.append(asyncio.run(load_for(server.base, frame_paths, concurrency, {"Accept": OHIF_ACCEPT},
+                                                     SECONDS)))
                 floor_rate, floor_mb = max(floors)
                 rate, mb = max(ours)
                 print(row(f"frames/s, {concurrency} clients", rate, "/s", floor_rate))

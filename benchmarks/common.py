@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+import random
+import re
 import statistics
 import subprocess
 import sys
@@ -76,6 +79,80 @@ def floor_server(
         except httpx.HTTPError:
             time.sleep(0.1)
     raise RuntimeError("floor server did not start")
+
+
+# ---------------------------------------------------------------- a light HTTP load client
+# A bare asyncio client over keep-alive connections: on a 2-core machine the client shares the
+# cores with the server, and http.client or httpx cost 2-3 times its CPU per request.
+
+
+async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bytes]:
+    """One keep-alive HTTP/1.1 GET with a Content-Length answer: (status, body)."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    return int(head[9:12]), await reader.readexactly(length)
+
+
+async def _connect(base: str) -> tuple[str, asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = base.removeprefix("http://").split("/")[0].split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    return host, reader, writer
+
+
+def _request(host: str, path: str, headers: dict[str, str]) -> bytes:
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
+
+
+async def load_for(base: str, paths: list[str], concurrency: int, headers: dict[str, str],
+                   seconds: float) -> tuple[float, float]:
+    """(responses/s, MB/s) of ``concurrency`` connections asking for random ``paths`` for ``seconds``."""
+    done = size = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker(seed: int) -> None:
+        nonlocal done, size
+        rng = random.Random(seed)
+        host, reader, writer = await _connect(base)
+        try:
+            while time.perf_counter() < stop:
+                status, body = await _get(reader, writer, _request(host, rng.choice(paths), headers))
+                assert status == 200, body[:200]
+                size += len(body)
+                done += 1
+        finally:
+            writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(n) for n in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    return done / elapsed, size / elapsed / 1e6
+
+
+async def load_each(base: str, paths: list[str], concurrency: int, headers: dict[str, str],
+                    magic: bytes = b"") -> tuple[float, list[float]]:
+    """Each path once over ``concurrency`` connections: (responses/s, latencies in s). Every
+    answer must be a 200 whose body starts with ``magic``."""
+    todo = list(reversed(paths))
+    latencies: list[float] = []
+
+    async def worker() -> None:
+        host, reader, writer = await _connect(base)
+        try:
+            while todo:
+                path = todo.pop()
+                t = time.perf_counter()
+                status, body = await _get(reader, writer, _request(host, path, headers))
+                latencies.append(time.perf_counter() - t)
+                if status != 200 or not body.startswith(magic):
+                    raise RuntimeError(f"{status} {path}: {body[:200]!r}")
+        finally:
+            writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return len(paths) / (time.perf_counter() - start), latencies
 
 
 def rss_mb(pid: int) -> float:

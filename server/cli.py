@@ -23,7 +23,9 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.app import create_app
+    from server.memory import tune_malloc
 
+    tune_malloc()  # before the first large buffer: see server/memory.py
     settings = settings_from_env(
         host=args.host, port=args.port, data=args.data, dimse_port=args.dimse_port,
         aet=args.aet, base_url=args.base_url, ohif_dir=args.ohif, insecure=args.insecure or None,
