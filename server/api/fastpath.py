@@ -7,7 +7,9 @@ and isolation headers (``BrowserHeaders``) and the access log (``AccessEntry``) 
 the normal path runs, applied in the middleware order ``create_app`` sets up. Nothing is
 sent or recorded until an answer is in hand; anything else — another method or path, a
 query other than ``token=``, a refused request, an error, a streamed answer — goes to the
-normal app untouched, which then answers (or refuses) it the usual way.
+normal app untouched, which then answers (or refuses) it the usual way. A frame it has
+answered once is answered again from a replay (server.api.replay): the same start message and
+part framing around the frame read afresh.
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ import re
 import time
 
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.accesslog import AccessEntry
 from server.api.auth import ApiGuard, Authenticator, request_headers, take_token
 from server.api.browser import BrowserHeaders
+from server.api.payload import PiecesResponse
 from server.api.rendered import render_response
+from server.api.replay import Replay, Replays, replay_key
 from server.api.wado import frames_response
 from server.config import Settings
+from server.errors import LightboxError
 from server.services.audit import AuditLog
 from server.services.render import Renderer
 from server.services.retrieve import Retriever
@@ -45,15 +50,48 @@ class FastPath:
         self.browser = BrowserHeaders(settings)
         self.retriever = retriever
         self.renderer = renderer
+        self.replays = Replays()
+        self.replayed = 0  # answers sent from a replay (tests read it)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
             match = _FRAME.match(scope["path"])
-            if match is not None and await self._answer(match, scope, receive, send):
-                return
+            if match is not None:
+                key = None if match.group(5) else replay_key(scope)
+                replay = self.replays.get(key) if key is not None else None
+                if replay is not None and await self._replay(replay, key, scope, send):
+                    return
+                if await self._answer(match, scope, receive, send, key):
+                    return
         await self.app(scope, receive, send)
 
-    async def _answer(self, match: re.Match[str], scope: Scope, receive: Receive, send: Send) -> bool:
+    async def _replay(self, replay: Replay, key: tuple[object, ...] | None, scope: Scope, send: Send) -> bool:
+        """Send a kept answer with the frame read again, or return False having sent nothing."""
+        entry = AccessEntry() if self.settings.access_log else None
+        headers = request_headers(scope)
+        started = time.perf_counter()
+        try:
+            who = await self.auth.identify(headers, None)
+            await self.auth.authorize(who, "GET", scope["path"], b"")
+        except Exception:  # the usual way answers the refusal
+            return False
+        try:
+            data = replay.body()
+        except OSError:  # replaced or deleted: the usual way finds out which
+            if key is not None:
+                self.replays.drop(key)
+            return False
+        self.guard.record(scope, headers, who, replay.status, started)
+        body = entry.watch(send) if entry else send
+        await body({"type": "http.response.start", "status": replay.status, "headers": replay.headers})
+        await body({"type": "http.response.body", "body": data})
+        if entry:
+            entry.write(scope)
+        self.replayed += 1
+        return True
+
+    async def _answer(self, match: re.Match[str], scope: Scope, receive: Receive, send: Send,
+                      key: tuple[object, ...] | None) -> bool:
         """Answer and return True, or return False having sent and recorded nothing."""
         entry = AccessEntry() if self.settings.access_log else None
         query_token = None
@@ -79,9 +117,11 @@ class FastPath:
             return False
         # The middlewares' send wrappers, outermost first: access log, CORS, isolation, auth. All
         # but the access log change the start message only, so the body goes around them.
+        sent: list[Message] = []
         body = entry.watch(send) if entry else send
         status = {"code": 0}
-        start = self.guard.audited(self.browser.wrap(body, scope), scope, headers, who, started, status)
+        start = self.guard.audited(self.browser.wrap(_keeping(sent, body), scope), scope, headers, who, started,
+                                   status)
 
         async def sending(message: Message) -> None:
             await (start if message["type"] == "http.response.start" else body)(message)
@@ -93,4 +133,36 @@ class FastPath:
                 self.guard.record(scope, headers, who, 500, started, "no response")
             if entry:
                 entry.write(scope)
+        if key is not None and not rendered and sent:
+            await self._keep(key, sent[0], response, study, series, sop, int(frame))
         return True
+
+    async def _keep(self, key: tuple[object, ...], start: Message, response: Response, study: str, series: str,
+                    sop: str, number: int) -> None:
+        """Keep a 200 whose body is one frame as stored (checked against the file), framed or not."""
+        if start["status"] != 200:
+            return
+        body = b"".join(response.pieces) if isinstance(response, PiecesResponse) else bytes(response.body)
+        try:
+            span = await self.retriever.frame_file_span(study, series, sop, number)
+            if span is None:
+                return
+            # a multipart body is its one part's head, the frame, and the closing boundary
+            at = body.find(b"\r\n\r\n") + 4 if response.headers["content-type"].startswith("multipart/") else 0
+            replay = Replay(200, list(start["headers"]), body[:at], body[at + span[2]:], *span)
+            if replay.frame(replay.body()) != body[at : at + span[2]]:  # transcoded, or another span
+                return
+        except (LightboxError, OSError):  # deleted meanwhile: nothing to keep
+            return
+        self.replays.keep(key, replay)
+
+
+def _keeping(sent: list[Message], send: Send) -> Send:
+    """``send`` that keeps the start message as it leaves (every header added by then)."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            sent.append(message)
+        await send(message)
+
+    return sending

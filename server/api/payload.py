@@ -90,7 +90,7 @@ async def stream_parts(parts: list[Part], boundary: str) -> AsyncIterator[bytes]
 _JOIN_LIMIT = 64 * 1024
 
 
-class _PiecesResponse(Response):
+class PiecesResponse(Response):
     """A body sent as the pieces it is made of (part head, frame, closing) under one exact
     Content-Length: joining them would copy a 512 KiB frame once more into a fresh buffer,
     which costs about as much as reading it (bench_wado). uvicorn's event loops set
@@ -122,7 +122,7 @@ def respond(payload: Payload, part_type: str = "application/octet-stream") -> Re
                 chunks.append(part.body or b"")
             chunks.append(closing(boundary))
             if len(chunks) == 3 and len(chunks[1]) > _JOIN_LIMIT:  # one large part (a viewer's frame)
-                return _PiecesResponse(chunks, payload.status, headers, content_type)
+                return PiecesResponse(chunks, payload.status, headers, content_type)
             # Several parts or small ones: one write. (Many small ASGI messages cost more than a copy.)
             return Response(b"".join(chunks), payload.status, headers, content_type)
         return StreamingResponse(stream_parts(payload.parts, boundary), payload.status, headers, content_type)

@@ -349,6 +349,18 @@ class Retriever:
             return data, row.transfer_syntax
         return await asyncio.to_thread(T.frame_from_file, self._path(row), number - 1, row.descriptor)
 
+    async def frame_file_span(self, study: str, series: str, sop: str, number: int) -> tuple[str, int, int] | None:
+        """Where frame ``number`` (1-based) lies as one span of a local file: (path, offset,
+        length); None when it is fragmented, not located or not in a local file."""
+        row = await self._instance(study, series, sop)
+        if row.frames is None or not 1 <= number <= len(row.frames) or len(row.frames[number - 1]) != 1:
+            return None
+        path = self.blobs.local_path(row.blob_key)
+        if path is None:
+            return None
+        offset, length = row.frames[number - 1][0]
+        return str(path), offset, length
+
     async def _frame_out(self, row: StoredInstance, number: int, choice: Choice) -> bytes:
         data, ts = await self._stored_frame(row, number)
         target = choice.transfer_syntax

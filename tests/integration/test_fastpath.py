@@ -139,6 +139,11 @@ def test_frames_answer_as_the_normal_path_does(site: Site, name: str) -> None:
                 for extra in ({}, {"Origin": ORIGIN}):
                     fast, normal = _pair(client, c.url(site.server.base, frame), accept, extra)
                     _same(fast, normal)
+                    # asked again: replayed where the frame is one span as stored (server.api.replay)
+                    again = client.get(c.url(site.server.base, frame), headers={"Accept": accept, **extra})
+                    _same(again, normal)
+                    if name.startswith("native") and fast.status_code == 200 and "jls" not in accept:
+                        assert again.content == fast.content  # a replay keeps the first answer's boundary
                     answered += fast.status_code == 200
                     if fast.status_code == 200:
                         assert fast.headers["etag"] and fast.headers["cache-control"] == "private, max-age=86400"
@@ -349,6 +354,7 @@ def test_a_replaced_or_deleted_instance_is_never_served_stale(fresh_server: Runn
     with httpx.Client(timeout=60) as client:
         old = client.get(url, headers={"Accept": "application/octet-stream"})
         assert old.status_code == 200 and old.content == ds.PixelData[2 * size : 3 * size]
+        assert client.get(url, headers={"Accept": "application/octet-stream"}).content == old.content  # replayed
 
         ds.PixelData = (ds.pixel_array[::-1] // 2).astype(ds.pixel_array.dtype).tobytes()  # same UIDs, new pixels
         buf = io.BytesIO()
@@ -423,3 +429,16 @@ async def _which_requests_take_the_fast_path(tmp_path: Path) -> None:
             r = await client.request(method, path + (f"?{query}" if query else ""), headers={"Accept": accept})
             assert r.status_code == status, (path, query, r.text)
             assert calls == ([] if answered else [path]), (method, path, query)
+
+        # Asked again, a frame is replayed; a rendered frame, a Range or a revalidation is not.
+        again = [(frame, {"Accept": OHIF}, 200, 1), (frame, {"Accept": "application/octet-stream"}, 200, 1),
+                 (frame + "/rendered", {"Accept": "image/jpeg"}, 200, 0),
+                 (frame, {"Accept": OHIF, "Range": "bytes=0-9"}, 206, 0),
+                 (frame, {"Accept": OHIF, "If-None-Match": '"x"'}, 200, 0),
+                 (frame, {"Accept": OHIF, "Origin": ORIGIN}, 200, 0)]  # another key: answered, then kept
+        for path, headers, status, replayed in again:
+            calls.clear()
+            before = fast.replayed
+            r = await client.get(path, headers=headers)
+            assert r.status_code == status and calls == [], (path, headers)
+            assert fast.replayed - before == replayed, (path, headers)

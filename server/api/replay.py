@@ -1,0 +1,93 @@
+"""Replayed frame answers: the fast path's second and later answers to the same frame request.
+
+A viewer asks for each frame of a series with the same Accept and the same headers, and a
+frame stored as one span of its file gives the same answer every time but for the bytes it
+reads. So once the fast path has answered such a request the usual way, it keeps that answer
+— the start message as the client got it, the multipart head and closing around the frame,
+and where the frame lies in its file — and the next time only reads the frame again.
+
+Authentication, authorization, the audit trail and the access log run for every request as
+before (server.api.fastpath). A replay is keyed on everything its answer depends on (the
+path, Accept, Origin and what the public base URL is built from); a request with Range or
+If-None-Match is never replayed. A replaced or deleted instance's blob is gone from the store,
+so its replay fails to read and is dropped: the request then goes the usual way, which finds
+the new row (as the row cache does, server.services.retrieve).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from starlette.types import Scope
+
+# Request headers the answer depends on (the Accept, CORS, the public base URL).
+KEY_HEADERS = (b"accept", b"origin", b"host", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix")
+# Request headers that make the answer depend on more than the frame.
+CONDITIONAL = (b"range", b"if-none-match", b"if-range", b"if-match")
+MAX_REPLAYS = 50_000  # ~1 KiB each
+
+
+@dataclass(frozen=True)
+class Replay:
+    status: int
+    headers: list[tuple[bytes, bytes]]  # the start message's, after every middleware's additions
+    head: bytes  # before the frame: the multipart part head, or nothing
+    tail: bytes  # after it: the closing boundary, or nothing
+    path: str  # the blob's file
+    offset: int
+    length: int
+
+    def body(self) -> bytearray:
+        """The whole body with the frame read afresh, straight into place (one buffer, one
+        write); OSError when the blob is gone (replaced or deleted)."""
+        start = len(self.head)
+        end = start + self.length
+        out = bytearray(end + len(self.tail))
+        out[:start] = self.head
+        out[end:] = self.tail
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            got = os.preadv(fd, [memoryview(out)[start:end]], self.offset)
+        finally:
+            os.close(fd)
+        if got != self.length:
+            raise OSError(f"{self.path}: short read")
+        return out
+
+    def frame(self, body: bytearray) -> bytes:
+        return bytes(body[len(self.head) : len(self.head) + self.length])
+
+
+def replay_key(scope: Scope) -> tuple[object, ...] | None:
+    """The key of this request's answer, or None when it must not be replayed."""
+    if scope.get("query_string"):
+        return None
+    seen: dict[bytes, bytes] = {}
+    for name, value in scope["headers"]:
+        if name in CONDITIONAL:
+            return None
+        if name in KEY_HEADERS:
+            seen.setdefault(name, value)
+    return (scope["path"], *(seen.get(n) for n in KEY_HEADERS), scope.get("scheme"), scope.get("server"))
+
+
+class Replays:
+    """The kept answers, by ``replay_key``."""
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[object, ...], Replay] = {}
+
+    def get(self, key: tuple[object, ...]) -> Replay | None:
+        return self._kept.get(key)
+
+    def keep(self, key: tuple[object, ...], replay: Replay) -> None:
+        if len(self._kept) >= MAX_REPLAYS:
+            self._kept.clear()
+        self._kept[key] = replay
+
+    def drop(self, key: tuple[object, ...]) -> None:
+        self._kept.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._kept)
