@@ -26,7 +26,7 @@ from server.api.auth import ApiGuard, Authenticator, request_headers, take_token
 from server.api.browser import BrowserHeaders
 from server.api.payload import PiecesResponse
 from server.api.rendered import render_response
-from server.api.replay import Replay, Replays, replay_key
+from server.api.replay import FileMaps, Replay, Replays, replay_key
 from server.api.wado import frames_response
 from server.config import Settings
 from server.errors import LightboxError
@@ -51,6 +51,7 @@ class FastPath:
         self.retriever = retriever
         self.renderer = renderer
         self.replays = Replays()
+        self.maps = FileMaps()
         self.replayed = 0  # answers sent from a replay (tests read it)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -76,7 +77,7 @@ class FastPath:
         except Exception:  # the usual way answers the refusal
             return False
         try:
-            data = replay.body()
+            frame = replay.frame(self.maps)
         except OSError:  # replaced or deleted: the usual way finds out which
             if key is not None:
                 self.replays.drop(key)
@@ -84,7 +85,9 @@ class FastPath:
         self.guard.record(scope, headers, who, replay.status, started)
         body = entry.watch(send) if entry else send
         await body({"type": "http.response.start", "status": replay.status, "headers": replay.headers})
-        await body({"type": "http.response.body", "body": data})
+        pieces = [p for p in (replay.head, frame, replay.tail) if p]
+        for n, piece in enumerate(pieces, 1):
+            await body({"type": "http.response.body", "body": piece, "more_body": n < len(pieces)})
         if entry:
             entry.write(scope)
         self.replayed += 1
@@ -150,7 +153,7 @@ class FastPath:
             # a multipart body is its one part's head, the frame, and the closing boundary
             at = body.find(b"\r\n\r\n") + 4 if response.headers["content-type"].startswith("multipart/") else 0
             replay = Replay(200, list(start["headers"]), body[:at], body[at + span[2]:], *span)
-            if replay.frame(replay.body()) != body[at : at + span[2]]:  # transcoded, or another span
+            if replay.frame(self.maps).tobytes() != body[at : at + span[2]]:  # transcoded, or another span
                 return
         except (LightboxError, OSError):  # deleted meanwhile: nothing to keep
             return
