@@ -24,9 +24,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.api.accesslog import AccessEntry
 from server.api.auth import ApiGuard, Authenticator, request_headers, take_token
 from server.api.browser import BrowserHeaders
-from server.api.payload import PiecesResponse
-from server.api.rendered import render_response
-from server.api.replay import FileMaps, Replay, Replays, replay_key
+from server.api.payload import PiecesResponse, accept_of
+from server.api.rendered import render_params, render_response
+from server.api.replay import FileMaps, RenderReplay, Replay, Replays, replay_key
 from server.api.wado import frames_response
 from server.config import Settings
 from server.errors import LightboxError
@@ -58,7 +58,7 @@ class FastPath:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
             match = _FRAME.match(scope["path"])
             if match is not None:
-                key = None if match.group(5) else replay_key(scope)
+                key = replay_key(scope)
                 replay = self.replays.get(key) if key is not None else None
                 if replay is not None and await self._replay(replay, key, scope, send):
                     return
@@ -66,8 +66,9 @@ class FastPath:
                     return
         await self.app(scope, receive, send)
 
-    async def _replay(self, replay: Replay, key: tuple[object, ...] | None, scope: Scope, send: Send) -> bool:
-        """Send a kept answer with the frame read again, or return False having sent nothing."""
+    async def _replay(self, replay: Replay | RenderReplay, key: tuple[object, ...] | None, scope: Scope,
+                      send: Send) -> bool:
+        """Send a kept answer with the frame read or drawn again, or return False having sent nothing."""
         entry = AccessEntry() if self.settings.access_log else None
         headers = request_headers(scope)
         started = time.perf_counter()
@@ -77,15 +78,20 @@ class FastPath:
         except Exception:  # the usual way answers the refusal
             return False
         try:
-            frame = replay.frame(self.maps)
-        except OSError:  # replaced or deleted: the usual way finds out which
+            if isinstance(replay, Replay):
+                start: Message = {"type": "http.response.start", "status": replay.status, "headers": replay.headers}
+                pieces = [p for p in (replay.head, replay.frame(self.maps), replay.tail) if p]
+            else:
+                replay.check()
+                image = await self.renderer.image(replay.row, replay.frame, replay.params)
+                start, pieces = replay.start(len(image)), [image]
+        except (OSError, LightboxError):  # replaced or deleted: the usual way finds out which
             if key is not None:
                 self.replays.drop(key)
             return False
-        self.guard.record(scope, headers, who, replay.status, started)
+        self.guard.record(scope, headers, who, start["status"], started)
         body = entry.watch(send) if entry else send
-        await body({"type": "http.response.start", "status": replay.status, "headers": replay.headers})
-        pieces = [p for p in (replay.head, frame, replay.tail) if p]
+        await body(start)
         for n, piece in enumerate(pieces, 1):
             await body({"type": "http.response.body", "body": piece, "more_body": n < len(pieces)})
         if entry:
@@ -136,15 +142,30 @@ class FastPath:
                 self.guard.record(scope, headers, who, 500, started, "no response")
             if entry:
                 entry.write(scope)
-        if key is not None and not rendered and sent:
-            await self._keep(key, sent[0], response, study, series, sop, int(frame))
+        if key is not None and sent and sent[0]["status"] == 200:
+            if rendered:
+                await self._keep_rendered(key, sent[0], request, response, study, series, sop, int(frame))
+            else:
+                await self._keep(key, sent[0], response, study, series, sop, int(frame))
         return True
+
+    async def _keep_rendered(self, key: tuple[object, ...], start: Message, request: Request, response: Response,
+                             study: str, series: str, sop: str, number: int) -> None:
+        """Keep a rendered frame answered as one image (a multipart answer is not replayed)."""
+        if response.headers["content-type"].startswith("multipart/"):
+            return
+        try:
+            drawn = await self.renderer.single_image(study, series, sop, number, render_params(request),
+                                                     accept_of(request))
+        except LightboxError:  # deleted meanwhile: nothing to keep
+            return
+        path = self.renderer.blobs.local_path(drawn[0].blob_key) if drawn is not None else None
+        if drawn is not None and path is not None:
+            self.replays.keep(key, RenderReplay(list(start["headers"]), drawn[0], number, drawn[1], str(path)))
 
     async def _keep(self, key: tuple[object, ...], start: Message, response: Response, study: str, series: str,
                     sop: str, number: int) -> None:
         """Keep a 200 whose body is one frame as stored (checked against the file), framed or not."""
-        if start["status"] != 200:
-            return
         body = b"".join(response.pieces) if isinstance(response, PiecesResponse) else bytes(response.body)
         try:
             span = await self.retriever.frame_file_span(study, series, sop, number)

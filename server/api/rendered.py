@@ -36,7 +36,7 @@ def renderer_of(request: Request) -> Renderer:
     return renderer
 
 
-def _params(request: Request, thumbnail: bool) -> RenderParams:
+def render_params(request: Request, thumbnail: bool = False) -> RenderParams:
     q: Mapping[str, str] = request.query_params if request.scope.get("query_string") else {}
     return parse_render_params(
         window=q.get("window"),
@@ -53,7 +53,7 @@ async def render_response(request: Request, renderer: Renderer, settings: Settin
     """Every route below answers with this; so does the fast path (server.api.fastpath)."""
     require_uids(study, series, sop)
     numbers = parse_frame_list(frames) if frames is not None else None
-    params = _params(request, thumbnail)
+    params = render_params(request, thumbnail)
     payload = await renderer.render(
         study, series, sop, numbers, params, list(accept_of(request)), base_of(request, settings),
         thumbnail=thumbnail, if_none_match=request.headers.get("if-none-match"),

@@ -1,5 +1,8 @@
 """Replayed frame answers: the fast path's second and later answers to the same frame request.
 
+A rendered frame is replayed likewise, but drawn again each time (``Renderer.image``, with
+its caches): what is kept is the start message and the row and parameters it was drawn with.
+
 A viewer asks for each frame of a series with the same Accept and the same headers, and a
 frame stored as one span of its file gives the same answer every time. So once the fast path
 has answered such a request the usual way, it keeps that answer — the start message as the
@@ -25,7 +28,10 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from starlette.types import Scope
+from starlette.types import Message, Scope
+
+from server.index.base import StoredInstance
+from server.render.params import RenderParams
 
 # Request headers the answer depends on (the Accept, CORS, the public base URL).
 KEY_HEADERS = (b"accept", b"origin", b"host", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix")
@@ -82,6 +88,23 @@ class FileMaps:
         return memoryview(mapped)
 
 
+@dataclass(frozen=True)
+class RenderReplay:
+    headers: list[tuple[bytes, bytes]]  # the start message's, Content-Length set per answer
+    row: StoredInstance
+    frame: int  # 1-based
+    params: RenderParams
+    path: str  # the blob's file: gone once the instance is replaced or deleted
+
+    def check(self) -> None:
+        """OSError when the blob is gone, so that the request goes the usual way."""
+        os.stat(self.path)
+
+    def start(self, length: int) -> Message:
+        headers = [(k, str(length).encode() if k == b"content-length" else v) for k, v in self.headers]
+        return {"type": "http.response.start", "status": 200, "headers": headers}
+
+
 def replay_key(scope: Scope) -> tuple[object, ...] | None:
     """The key of this request's answer, or None when it must not be replayed."""
     if scope.get("query_string"):
@@ -99,12 +122,12 @@ class Replays:
     """The kept answers, by ``replay_key``."""
 
     def __init__(self) -> None:
-        self._kept: dict[tuple[object, ...], Replay] = {}
+        self._kept: dict[tuple[object, ...], Replay | RenderReplay] = {}
 
-    def get(self, key: tuple[object, ...]) -> Replay | None:
+    def get(self, key: tuple[object, ...]) -> Replay | RenderReplay | None:
         return self._kept.get(key)
 
-    def keep(self, key: tuple[object, ...], replay: Replay) -> None:
+    def keep(self, key: tuple[object, ...], replay: Replay | RenderReplay) -> None:
         if len(self._kept) >= MAX_REPLAYS:
             self._kept.clear()
         self._kept[key] = replay

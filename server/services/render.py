@@ -292,13 +292,15 @@ class Renderer:
         A viewer asks for many frames, windows and instances of one series in a burst, and an
         index round trip costs about as much as rendering a cached frame; so a miss loads the
         rows of the whole series at once (one query, ~0.03 ms a row). A replaced or deleted
-        instance is seen at most ROW_TTL late (the caches themselves are keyed by sha256).
+        instance's blob is gone from the store, so its row is looked up again at once; a new
+        instance of the series is seen at most ROW_TTL late. (The caches are keyed by sha256.)
         """
         key = (study, series, sop)
         hit = self._rows.get(key)
         if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
-        if series is not None:
+            if await self.blobs.exists(hit[1].blob_key):
+                return hit[1]
+        elif series is not None:
             await self._load_series(study, series)
             hit = self._rows.get(key)
             if hit is not None and hit[0] > time.monotonic():
@@ -464,6 +466,16 @@ class Renderer:
         parts += [Part(target.media_type, rendered_url(base, i.row, i.frame), stream=self._part(i, params))
                   for i in items[1:]]
         return Payload(parts=parts, part_type=target.media_type, headers=headers)
+
+    async def single_image(self, study: str, series: str, sop: str, frame: int, params: RenderParams,
+                           ranges: Sequence[MediaRange]) -> tuple[StoredInstance, RenderParams] | None:
+        """When ``render`` answers this frame with one image (not multipart): the row and the
+        parameters ``image`` draws it with, for the fast path's replays; else None."""
+        row = await self.instance(study, series, sop)
+        if not has_image(row) or not 1 <= frame <= max(row.number_of_frames, 1):
+            return None
+        target = choose_target(ranges, single=True, multi=True)
+        return None if target.multipart else (row, replace(params, media_type=target.media_type))
 
     async def _part(self, item: _Item, params: RenderParams) -> AsyncIterator[bytes]:
         yield await self.image(item.row, item.frame, params)

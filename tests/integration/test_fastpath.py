@@ -197,6 +197,8 @@ def test_rendered_frames_answer_as_the_normal_path_does(site: Site, name: str) -
             for extra in ({}, {"Origin": ORIGIN}):
                 fast, normal = _pair(client, c.url(site.server.base, c.frames) + "/rendered", accept, extra)
                 _same(fast, normal)
+                again = client.get(c.url(site.server.base, c.frames) + "/rendered", headers={"Accept": accept, **extra})
+                _same(again, normal)  # replayed when single part: drawn again, the same image
                 assert fast.status_code == 200, fast.text
                 media = accept.split('"')[1] if "multipart" in accept else accept
                 assert media in fast.headers["content-type"]
@@ -355,6 +357,8 @@ def test_a_replaced_or_deleted_instance_is_never_served_stale(fresh_server: Runn
         old = client.get(url, headers={"Accept": "application/octet-stream"})
         assert old.status_code == 200 and old.content == ds.PixelData[2 * size : 3 * size]
         assert client.get(url, headers={"Accept": "application/octet-stream"}).content == old.content  # replayed
+        drawn = [client.get(url + "/rendered", headers={"Accept": "image/png"}) for _ in range(2)]  # kept, replayed
+        assert drawn[0].content == drawn[1].content
 
         ds.PixelData = (ds.pixel_array[::-1] // 2).astype(ds.pixel_array.dtype).tobytes()  # same UIDs, new pixels
         buf = io.BytesIO()
@@ -367,6 +371,10 @@ def test_a_replaced_or_deleted_instance_is_never_served_stale(fresh_server: Runn
         for _ in range(2):
             new = client.get(url, headers={"Accept": "application/octet-stream"})
             assert (new.status_code, new.content, new.headers["etag"]) == (200, again.content, again.headers["etag"])
+        redrawn = client.get(url + "/rendered", headers={"Accept": "image/png"})
+        normal = client.get(url + "/rendered", params={"accept": "image/png"})
+        assert redrawn.status_code == 200 and redrawn.content == normal.content != drawn[0].content
+        assert redrawn.headers["etag"] == normal.headers["etag"] != drawn[0].headers["etag"]
 
         bulk = c.url(fresh_server.base) + "/bulk/7FE00010"  # its own retrieve path, the same cached row
         assert client.get(bulk, headers={"Accept": "application/octet-stream"}).content == ds.PixelData
@@ -430,9 +438,11 @@ async def _which_requests_take_the_fast_path(tmp_path: Path) -> None:
             assert r.status_code == status, (path, query, r.text)
             assert calls == ([] if answered else [path]), (method, path, query)
 
-        # Asked again, a frame is replayed; a rendered frame, a Range or a revalidation is not.
+        # Asked again, a frame or a rendered frame is replayed; a multipart rendered frame (asked
+        # for the first time here), a Range or a revalidation is not.
         again = [(frame, {"Accept": OHIF}, 200, 1), (frame, {"Accept": "application/octet-stream"}, 200, 1),
-                 (frame + "/rendered", {"Accept": "image/jpeg"}, 200, 0),
+                 (frame + "/rendered", {"Accept": "image/jpeg"}, 200, 1),
+                 (frame + "/rendered", {"Accept": 'multipart/related; type="image/jpeg"'}, 200, 0),
                  (frame, {"Accept": OHIF, "Range": "bytes=0-9"}, 206, 0),
                  (frame, {"Accept": OHIF, "If-None-Match": '"x"'}, 200, 0),
                  (frame, {"Accept": OHIF, "Origin": ORIGIN}, 200, 0)]  # another key: answered, then kept
