@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import httpx
 from pydicom.uid import generate_uid
 
-from benchmarks.common import ct_series, fresh_server, row, write_files
+from benchmarks.common import ct_series, fresh_server, row, scratch_dir, write_files
 from tests.conftest import free_port, multipart_body, stow_headers
 
 AET = "LIGHTBOX"
@@ -56,7 +55,7 @@ def _split(folder: Path, n: int) -> list[Path]:
     files = sorted(folder.iterdir())
     parts = []
     for i in range(n):
-        part = Path(tempfile.mkdtemp(prefix="lightbox-bench-part-"))
+        part = scratch_dir("lightbox-bench-part-")
         for f in files[i::n]:
             shutil.copy(f, part / f.name)
         parts.append(part)

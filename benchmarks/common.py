@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import io
 import os
 import random
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -47,15 +49,22 @@ def ct_series(count: int = 300, study_uid: str | None = None) -> list[bytes]:
     return out
 
 
+def scratch_dir(prefix: str) -> Path:
+    """A temporary folder removed when the benchmark exits (a STOW run leaves gigabytes)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def write_files(parts: list[bytes]) -> Path:
-    folder = Path(tempfile.mkdtemp(prefix="lightbox-bench-files-"))
+    folder = scratch_dir("lightbox-bench-files-")
     for n, data in enumerate(parts):
         (folder / f"{n:05d}.dcm").write_bytes(data)
     return folder
 
 
 def fresh_server(*extra: str) -> RunningServer:
-    tmp = Path(tempfile.mkdtemp(prefix="lightbox-bench-"))
+    tmp = scratch_dir("lightbox-bench-")
     env = {"LIGHTBOX_ACCESS_LOG": "false"}
     return start_server(tmp / "data", *extra, env=env)
 
