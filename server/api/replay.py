@@ -37,7 +37,7 @@ from server.render.params import RenderParams
 KEY_HEADERS = (b"accept", b"origin", b"host", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-prefix")
 # Request headers that make the answer depend on more than the frame.
 CONDITIONAL = (b"range", b"if-none-match", b"if-range", b"if-match")
-MAX_REPLAYS = 50_000  # ~1 KiB each
+MAX_REPLAYS = 20_000  # ~2 KiB each (headers, part head, key)
 MAX_MAPS = 1024  # mapped blob files (one memory area each; the kernel allows ~65,000)
 
 
