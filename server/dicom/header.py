@@ -12,7 +12,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 from server.dicom import attributes as A
-from server.dicom.json_model import PIXEL_TAGS, dataset_to_json
+from server.dicom.json_model import PIXEL_TAGS, dataset_to_doc
 from server.dicom.uids import require_uid
 
 log = logging.getLogger(__name__)
@@ -152,8 +152,8 @@ def record_from_header(ds: Dataset, pixel_tag: int | None) -> InstanceRecord:
         # Common in real archives; the dataset's own SOPInstanceUID is the identity we index.
         log.warning("MediaStorageSOPInstanceUID %s differs from SOPInstanceUID %s", media_sop, sop)
     path = instance_path(study, series, sop)
-    metadata = dataset_to_json(ds, path, pixel_tag)
-    doc = orjson.loads(metadata)
+    doc = dataset_to_doc(ds, path, pixel_tag)  # read as it is: no JSON round trip
+    metadata = orjson.dumps(doc)
     frames = _int(doc, "NumberOfFrames") or 1
     eot = None
     if "ExtendedOffsetTable" in ds:

@@ -7,14 +7,17 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from server.dicom.header import InstanceRecord, normalize_name
 from server.errors import Conflict, NotFound
@@ -93,6 +96,58 @@ _STUDY_BUMP = (S.studies.update().where(S.studies.c.pk == _bp("b_pk"))
                .values(num_instances=S.studies.c.num_instances + 1, updated_at=_bp("now")))
 
 
+class _Prepared:
+    """A prebuilt statement compiled once for the write engine's dialect and run on the DBAPI
+    cursor of the open transaction: SQLAlchemy's own execute costs ~40 µs a statement (SQLite's
+    ~3 µs), most of an ingest commit. Values must already be the driver's types (str, int,
+    float, bytes, None): no bind processors run."""
+
+    __slots__ = ("defaults", "order", "sql")
+
+    def __init__(self, stmt: sa.ClauseElement, dialect: Dialect, keys: Sequence[str] | None = None) -> None:
+        columns = list(keys) if keys is not None else None
+        compiled = cast(SQLCompiler, stmt.compile(dialect=dialect, column_keys=columns))
+        self.sql = compiled.string
+        self.defaults = dict(compiled.params)  # e.g. LIMIT's value, a bump's increment
+        self.order = tuple(compiled.positiontup or ()) if compiled.positional else None
+
+    def run(self, cursor: DBAPICursor, values: dict[str, Any]) -> DBAPICursor:
+        params = {**self.defaults, **values}
+        cursor.execute(self.sql, tuple(params[n] for n in self.order) if self.order is not None else params)
+        return cursor
+
+    def first(self, cursor: DBAPICursor, values: dict[str, Any]) -> Any:
+        return self.run(cursor, values).fetchone()
+
+
+_INSTANCE_KEYS = (
+    "sop_uid", "series_pk", "study_pk", "sop_class_uid", "instance_number", "rows", "columns",
+    "bits_allocated", "number_of_frames", "transfer_syntax", "blob_key", "file_size", "sha256",
+    "pixel_tag", "pixel_offset", "pixel_length", "frames", "descriptor", "instance_json", "metadata",
+    "created_at",
+)  # fmt: skip
+
+
+class _IngestSql:
+    """The statements of the common ingest path (a new slice of a known series), prepared."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.instance_of_sop = _Prepared(_INSTANCE_OF_SOP, dialect)
+        self.patient_pk = _Prepared(_PATIENT_PK, dialect)
+        self.study_pk = _Prepared(_STUDY_PK, dialect)
+        self.series_pk = _Prepared(_SERIES_PK, dialect)
+        self.instance_insert = _Prepared(_INSTANCE_INSERT, dialect, _INSTANCE_KEYS)
+        self.series_bump = _Prepared(_SERIES_BUMP, dialect)
+        self.study_bump = _Prepared(_STUDY_BUMP, dialect)
+        self.pending_drop = _Prepared(_PENDING_DROP, dialect)
+        # One statement, so one implicit transaction: the cheapest durable pending mark.
+        self.pending_add: _Prepared | None = None
+        if dialect.name == "sqlite":
+            self.pending_add = _Prepared(sqlite.insert(S.pending_blobs).on_conflict_do_nothing(), dialect)
+        elif dialect.name == "postgresql":
+            self.pending_add = _Prepared(postgresql.insert(S.pending_blobs).on_conflict_do_nothing(), dialect)
+
+
 def _mark_pending(conn: Connection, blob_key: str) -> None:
     if conn.execute(_PENDING_OF, {"key": blob_key}).first() is None:
         conn.execute(S.pending_blobs.insert(), {"blob_key": blob_key, "created_at": time.time(), "owner": OWNER})
@@ -102,16 +157,17 @@ def _drop_pending(conn: Connection, blob_key: str) -> None:
     conn.execute(_PENDING_DROP, {"key": blob_key})
 
 
-def _upsert(conn: Connection, find: sa.Select[Any], update: sa.Update, table: sa.Table, refresh: bool,
-            where: dict[str, Any], identity: dict[str, Any], values: dict[str, Any]) -> tuple[int, bool]:
+def _upsert(conn: Connection, cursor: DBAPICursor, find: _Prepared, update: sa.Update, table: sa.Table,
+            refresh: bool, where: dict[str, Any], identity: dict[str, Any],
+            values: Callable[[], dict[str, Any]]) -> tuple[int, bool]:
     """(pk, created) of the row ``find`` selects with ``where``; created from ``identity`` and
-    ``values`` when absent, updated with ``values`` when present and ``refresh``."""
-    row = conn.execute(find, where).first()
+    ``values()`` when absent, updated with ``values()`` when present and ``refresh``."""
+    row = find.first(cursor, where)
     if row is not None:
         if refresh:
-            conn.execute(update, {"b_pk": row[0], **values})
+            conn.execute(update, {"b_pk": row[0], **values()})
         return int(row[0]), False
-    result = conn.execute(table.insert(), {**identity, **values})
+    result = conn.execute(table.insert(), {**identity, **values()})
     return int(result.inserted_primary_key[0]), True  # type: ignore[index]
 
 
@@ -198,6 +254,7 @@ class SqlIndex:
         # One writer at a time in this process (the database serialises across processes):
         # waiting here is cheaper than SQLite's busy-retry loop.
         self._write_lock = threading.Lock()
+        self._sql = _IngestSql(self.sync_engine.dialect)
 
     async def start(self) -> None:
         async with self.engine.begin() as conn:
@@ -233,7 +290,19 @@ class SqlIndex:
 
     def mark_pending_sync(self, blob_key: str) -> None:
         """Note a blob about to be written, before it is: a crash then leaves it findable."""
-        self.write_sync(_mark_pending, blob_key)
+        add = self._sql.pending_add
+        if add is None:
+            self.write_sync(_mark_pending, blob_key)
+            return
+        # One INSERT … ON CONFLICT DO NOTHING on the bare connection is its own transaction:
+        # ~20 µs, where a SQLAlchemy block costs ~150 µs and many more GIL round trips.
+        with self._write_lock:
+            raw = self.sync_engine.raw_connection()
+            try:
+                add.run(raw.cursor(), {"blob_key": blob_key, "created_at": time.time(), "owner": OWNER})
+                raw.commit()
+            finally:
+                raw.close()
 
     def drop_pending_sync(self, blob_key: str) -> None:
         self.write_sync(_drop_pending, blob_key)
@@ -263,9 +332,11 @@ class SqlIndex:
 
     def _commit(self, conn: Connection, record: InstanceRecord, facts: BlobFacts, replace: bool) -> CommitResult:
         now = time.time()
-        old = conn.execute(_INSTANCE_OF_SOP, {"sop": record.sop_uid}).first()
+        q = self._sql
+        cursor = conn.connection.cursor()  # the hot statements run here, inside conn's transaction
+        old = q.instance_of_sop.first(cursor, {"sop": record.sop_uid})
         if old is not None and old[4] == facts.sha256:  # the same bytes again: nothing changes
-            _drop_pending(conn, facts.blob_key)
+            q.pending_drop.run(cursor, {"key": facts.blob_key})
             return CommitResult(created=False, replaced_blob=None, unchanged=True)
         if old is not None and not replace:
             raise Conflict(f"SOP Instance {record.sop_uid} is already stored with different content",
@@ -273,19 +344,20 @@ class SqlIndex:
         # A new instance of a known study keeps the study's attributes as first stored; a
         # replaced instance brings its own (the sender is correcting something).
         refresh = old is not None
-        patient_pk, _ = _upsert(conn, _PATIENT_PK, _PATIENT_UPDATE, S.patients, refresh,
+        patient_pk, _ = _upsert(conn, cursor, q.patient_pk, _PATIENT_UPDATE, S.patients, refresh,
                                 {"pid": record.patient_id, "issuer": record.issuer_of_patient_id},
                                 {"patient_id": record.patient_id, "issuer": record.issuer_of_patient_id},
-                                _patient_values(record))
-        study_pk, _ = _upsert(conn, _STUDY_PK, _STUDY_UPDATE, S.studies, refresh, {"uid": record.study_uid},
-                              {"study_uid": record.study_uid}, _study_values(record, patient_pk, now))
-        series_pk, series_created = _upsert(conn, _SERIES_PK, _SERIES_UPDATE, S.series, refresh,
+                                lambda: _patient_values(record))
+        study_pk, _ = _upsert(conn, cursor, q.study_pk, _STUDY_UPDATE, S.studies, refresh,
+                              {"uid": record.study_uid}, {"study_uid": record.study_uid},
+                              lambda: _study_values(record, patient_pk, now))
+        series_pk, series_created = _upsert(conn, cursor, q.series_pk, _SERIES_UPDATE, S.series, refresh,
                                             {"uid": record.series_uid}, {"series_uid": record.series_uid},
-                                            _series_values(record, study_pk, now))
+                                            lambda: _series_values(record, study_pk, now))
         values = _instance_values(record, facts, series_pk, study_pk, now)
         replaced: str | None = None
         if old is None:
-            conn.execute(_INSTANCE_INSERT, {"sop_uid": record.sop_uid, **values})
+            q.instance_insert.run(cursor, {"sop_uid": record.sop_uid, **values})
         else:
             conn.execute(_INSTANCE_UPDATE, {"b_pk": old[0], **values})
             if old[1] != facts.blob_key:
@@ -294,13 +366,13 @@ class SqlIndex:
         if old is None and not series_created:
             # The common case, one more slice of a known series: count it in place. Writers
             # are serialised (BEGIN IMMEDIATE), so the increments stay exact.
-            conn.execute(_SERIES_BUMP, {"b_pk": series_pk, "now": now})
-            conn.execute(_STUDY_BUMP, {"b_pk": study_pk, "now": now})
+            q.series_bump.run(cursor, {"b_pk": series_pk, "now": now})
+            q.study_bump.run(cursor, {"b_pk": study_pk, "now": now})
         else:
             self._refresh_counts(conn, series_pk, study_pk)
         if old is not None and (old[2], old[3]) != (series_pk, study_pk):
             self._refresh_counts(conn, old[2], old[3])
-        _drop_pending(conn, facts.blob_key)
+        q.pending_drop.run(cursor, {"key": facts.blob_key})
         return CommitResult(created=old is None, replaced_blob=replaced)
 
     def _refresh_counts(self, conn: Connection, series_pk: int, study_pk: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from typing import Any
 
@@ -45,6 +46,7 @@ def test_fast_json_equals_pydicoms(sample: Any, monkeypatch: pytest.MonkeyPatch)
     ds = _read(sample.path)
     fast = orjson.loads(json_model.dataset_to_json(ds, "/x"))
     monkeypatch.setattr(json_model, "fast_value", lambda raw, enc: None)
+    monkeypatch.setattr(json_model, "_ELEMENT_CACHE", {})  # else the fast values come back from it
     slow_ds = _read(sample.path)
     slow = orjson.loads(json_model.dataset_to_json(slow_ds, "/x"))
     assert fast.keys() == slow.keys()
@@ -66,3 +68,63 @@ def test_bulk_data_uris_become_absolute() -> None:
     stored = b'{"7FE00010":{"vr":"OW","BulkDataURI":"/studies/1/series/2/instances/3/bulk/7FE00010"}}'
     served = json_model.absolutize(stored, "https://h/pacs/dicomweb")
     assert orjson.loads(served)["7FE00010"]["BulkDataURI"] == "https://h/pacs/dicomweb/studies/1/series/2/instances/3/bulk/7FE00010"
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.row["path"])
+def test_cached_elements_give_the_same_json(sample: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(json_model, "_ELEMENT_CACHE", {})
+    cold = json_model.dataset_to_json(_read(sample.path), "/studies/1/series/2/instances/3")
+    warm = json_model.dataset_to_json(_read(sample.path), "/studies/1/series/2/instances/3")
+    assert warm == cold
+    other = orjson.loads(json_model.dataset_to_json(_read(sample.path), "/studies/1/series/2/instances/4"))
+    uris = [v["BulkDataURI"] for v in other.values() if "BulkDataURI" in v]
+    assert all(u.startswith("/studies/1/series/2/instances/4/") for u in uris)  # never another's
+
+
+def test_the_cache_never_mixes_values_or_instances(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(json_model, "_ELEMENT_CACHE", {})
+    monkeypatch.setattr(json_model, "_CACHE_ENTRIES", 4)  # and clears itself when full
+    docs = []
+    for n in range(12):
+        ds = pydicom.Dataset()
+        ds.PatientName = f"Name^{n % 3}"
+        ds.InstanceNumber = n
+        ds.add_new(0x00091001, "OB", bytes([n % 2]) * 2000)  # bulk: per instance, never cached
+        ds.add_new(0x00091002, "OB", b"same for all")
+        buf = io.BytesIO()
+        ds.save_as(buf, implicit_vr=False, little_endian=True)
+        raw = pydicom.dcmread(io.BytesIO(buf.getvalue()), force=True)  # raw elements, as read at ingest
+        doc = orjson.loads(json_model.dataset_to_json(raw, f"/studies/1/series/2/instances/{n}"))
+        docs.append(doc)
+        assert 0 < len(json_model._ELEMENT_CACHE) <= 4
+    for n, doc in enumerate(docs):
+        assert doc["00100010"]["Value"] == [{"Alphabetic": f"Name^{n % 3}"}]
+        assert doc["00200013"]["Value"] == [n]
+        assert doc["00091001"]["BulkDataURI"] == f"/studies/1/series/2/instances/{n}/bulk/00091001"
+        assert doc["00091002"]["InlineBinary"] == "c2FtZSBmb3IgYWxs"
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.row["path"])
+def test_record_reads_what_the_stored_json_says(sample: Any) -> None:
+    """The record is read from the document before it is serialised: the same values as
+    reading the stored JSON back."""
+    from server.dicom import header
+    from server.errors import BadRequest
+
+    ds = _read(sample.path)
+    try:
+        record = header.record_from_header(ds, 0x7FE00010 if "PixelData" in pydicom.dcmread(sample.path) else None)
+    except BadRequest:
+        return  # no valid UIDs: refused, nothing to compare
+    doc = orjson.loads(record.metadata_json)
+    for field, keyword in (("patient_id", "PatientID"), ("patient_name", "PatientName"),
+                           ("study_description", "StudyDescription"), ("modality", "Modality"),
+                           ("accession_number", "AccessionNumber"), ("body_part", "BodyPartExamined")):
+        assert getattr(record, field) == header._text(doc, keyword), field
+    for field, keyword in (("series_number", "SeriesNumber"), ("instance_number", "InstanceNumber"),
+                           ("rows", "Rows"), ("columns", "Columns")):
+        assert getattr(record, field) == header._int(doc, keyword), field
+    from server.dicom import attributes as A
+    assert record.study_json == header._level_json(doc, A.STUDY_TAGS, A.STUDY_REQUIRED)
+    assert record.series_json == header._level_json(doc, A.SERIES_TAGS, A.SERIES_REQUIRED)
+    assert record.instance_json == header._level_json(doc, A.INSTANCE_TAGS, A.INSTANCE_REQUIRED)
