@@ -39,6 +39,7 @@ KEY_HEADERS = (b"accept", b"origin", b"host", b"x-forwarded-proto", b"x-forwarde
 CONDITIONAL = (b"range", b"if-none-match", b"if-range", b"if-match")
 MAX_REPLAYS = 20_000  # ~2 KiB each (headers, part head, key)
 MAX_MAPS = 1024  # mapped blob files (one memory area each; the kernel allows ~65,000)
+MAX_MAPPED_BYTES = 1 << 30  # what deleted but still mapped blobs can hold on disk, at most
 
 
 @dataclass(frozen=True)
@@ -63,14 +64,22 @@ class Replay:
 class FileMaps:
     """Read-only maps of recently replayed blob files, least recently used dropped first.
 
-    A dropped map is unmapped once no answer still being written holds a view of it."""
+    A mapped file keeps its disk space after it is deleted, until it is unmapped: so the maps
+    are bounded in bytes as well as in number, and a map whose blob is found gone is dropped at
+    once. A dropped map is unmapped once no answer still being written holds a view of it."""
 
-    def __init__(self, limit: int = MAX_MAPS) -> None:
+    def __init__(self, limit: int = MAX_MAPS, max_bytes: int = MAX_MAPPED_BYTES) -> None:
         self.limit = limit
+        self.max_bytes = max_bytes
+        self.mapped_bytes = 0
         self._maps: OrderedDict[str, mmap.mmap] = OrderedDict()
 
     def view(self, path: str) -> memoryview:
-        os.stat(path)  # FileNotFoundError once the blob is gone, even while it is still mapped
+        try:
+            os.stat(path)  # FileNotFoundError once the blob is gone, even while it is still mapped
+        except OSError:
+            self._drop(path)
+            raise
         mapped = self._maps.get(path)
         if mapped is None:
             fd = os.open(path, os.O_RDONLY)
@@ -81,11 +90,17 @@ class FileMaps:
             finally:
                 os.close(fd)
             self._maps[path] = mapped
-            if len(self._maps) > self.limit:
-                self._maps.popitem(last=False)
+            self.mapped_bytes += len(mapped)
+            while len(self._maps) > 1 and (len(self._maps) > self.limit or self.mapped_bytes > self.max_bytes):
+                self._drop(next(iter(self._maps)))
         else:
             self._maps.move_to_end(path)
         return memoryview(mapped)
+
+    def _drop(self, path: str) -> None:
+        mapped = self._maps.pop(path, None)
+        if mapped is not None:
+            self.mapped_bytes -= len(mapped)
 
 
 @dataclass(frozen=True)

@@ -63,3 +63,22 @@ def test_only_the_most_recently_used_files_stay_mapped(tmp_path: Path) -> None:
     maps.view(str(paths[2]))
     assert list(maps._maps) == [str(paths[0]), str(paths[2])]
     assert first[:3].tobytes() == b"\0\0\0"  # a view handed out before stays readable
+
+
+def test_maps_are_bounded_in_bytes_and_a_gone_blob_is_unmapped_at_once(tmp_path: Path) -> None:
+    # (a deleted file keeps its disk space while it is mapped)
+    maps = FileMaps(limit=100, max_bytes=250)
+    paths = []
+    for n in range(3):
+        paths.append(tmp_path / str(n))
+        paths[-1].write_bytes(bytes([n]) * 100)
+        maps.view(str(paths[-1]))
+    assert list(maps._maps) == [str(paths[1]), str(paths[2])] and maps.mapped_bytes == 200
+    paths[2].unlink()
+    with pytest.raises(FileNotFoundError):
+        maps.view(str(paths[2]))
+    assert list(maps._maps) == [str(paths[1])] and maps.mapped_bytes == 100
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 1000)  # over the bound alone: mapped, and the others make room
+    assert maps.view(str(big))[:1].tobytes() == b"x"
+    assert list(maps._maps) == [str(big)] and maps.mapped_bytes == 1000
