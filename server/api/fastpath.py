@@ -60,13 +60,13 @@ class FastPath:
             if match is not None:
                 key = replay_key(scope)
                 replay = self.replays.get(key) if key is not None else None
-                if replay is not None and await self._replay(replay, key, scope, send):
+                if key is not None and replay is not None and await self._replay(replay, key, scope, send):
                     return
                 if await self._answer(match, scope, receive, send, key):
                     return
         await self.app(scope, receive, send)
 
-    async def _replay(self, replay: Replay | RenderReplay, key: tuple[object, ...] | None, scope: Scope,
+    async def _replay(self, replay: Replay | RenderReplay, key: tuple[object, ...], scope: Scope,
                       send: Send) -> bool:
         """Send a kept answer with the frame read or drawn again, or return False having sent nothing."""
         entry = AccessEntry() if self.settings.access_log else None
@@ -79,15 +79,14 @@ class FastPath:
             return False
         try:
             if isinstance(replay, Replay):
-                start: Message = {"type": "http.response.start", "status": replay.status, "headers": replay.headers}
+                start = replay.start()
                 pieces = [p for p in (replay.head, replay.frame(self.maps), replay.tail) if p]
             else:
                 replay.check()
                 image = await self.renderer.image(replay.row, replay.frame, replay.params)
                 start, pieces = replay.start(len(image)), [image]
         except (OSError, LightboxError):  # replaced or deleted: the usual way finds out which
-            if key is not None:
-                self.replays.drop(key)
+            self.replays.drop(key)
             return False
         self.guard.record(scope, headers, who, start["status"], started)
         body = entry.watch(send) if entry else send
@@ -173,7 +172,7 @@ class FastPath:
                 return
             # a multipart body is its one part's head, the frame, and the closing boundary
             at = body.find(b"\r\n\r\n") + 4 if response.headers["content-type"].startswith("multipart/") else 0
-            replay = Replay(200, list(start["headers"]), body[:at], body[at + span[2]:], *span)
+            replay = Replay(list(start["headers"]), body[:at], body[at + span[2]:], *span)
             if replay.frame(self.maps).tobytes() != body[at : at + span[2]]:  # transcoded, or another span
                 return
         except (LightboxError, OSError):  # deleted meanwhile: nothing to keep

@@ -44,13 +44,15 @@ MAX_MAPPED_BYTES = 1 << 30  # what deleted but still mapped blobs can hold on di
 
 @dataclass(frozen=True)
 class Replay:
-    status: int
-    headers: list[tuple[bytes, bytes]]  # the start message's, after every middleware's additions
+    headers: list[tuple[bytes, bytes]]  # the 200's start message's, after every middleware's additions
     head: bytes  # before the frame: the multipart part head, or nothing
     tail: bytes  # after it: the closing boundary, or nothing
     path: str  # the blob's file
     offset: int
     length: int
+
+    def start(self) -> Message:
+        return {"type": "http.response.start", "status": 200, "headers": self.headers}
 
     def frame(self, maps: FileMaps) -> memoryview:
         """The frame's bytes in the mapped file; OSError when the blob is gone (replaced or

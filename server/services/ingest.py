@@ -50,14 +50,6 @@ class IngestResult:
     sop_class_uid: str
 
 
-def sha256_file(path: Path) -> str:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return sha256_fd(fd)
-    finally:
-        os.close(fd)
-
-
 def sha256_fd(fd: int) -> str:
     """SHA-256 of an open file, through a map: one call that releases the GIL throughout."""
     if os.fstat(fd).st_size == 0:

@@ -472,9 +472,7 @@ class Renderer:
         """When ``render`` answers this frame with one image (not multipart): the row and the
         parameters ``image`` draws it with, for the fast path's replays; else None."""
         row = await self.instance(study, series, sop)
-        if not has_image(row) or not 1 <= frame <= max(row.number_of_frames, 1):
-            return None
-        target = choose_target(ranges, single=True, multi=True)
+        _, target = self._plan([row], [frame], ranges, True)  # negotiated as render() does; raises likewise
         return None if target.multipart else (row, replace(params, media_type=target.media_type))
 
     async def _part(self, item: _Item, params: RenderParams) -> AsyncIterator[bytes]:

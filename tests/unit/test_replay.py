@@ -34,7 +34,7 @@ def test_a_frame_comes_from_the_mapped_file_until_the_blob_is_gone(tmp_path: Pat
     blob = tmp_path / "blob"
     blob.write_bytes(bytes(range(256)) * 4)
     maps = FileMaps(limit=2)
-    replay = Replay(200, [], b"head", b"tail", str(blob), 100, 50)
+    replay = Replay([], b"head", b"tail", str(blob), 100, 50)
     assert replay.frame(maps).tobytes() == blob.read_bytes()[100:150]
     blob.unlink()
     with pytest.raises(FileNotFoundError):  # still mapped, but replaced or deleted: not served
@@ -45,10 +45,10 @@ def test_a_frame_past_the_end_of_its_file_is_refused(tmp_path: Path) -> None:
     blob = tmp_path / "blob"
     blob.write_bytes(b"x" * 100)
     with pytest.raises(OSError):
-        Replay(200, [], b"", b"", str(blob), 90, 20).frame(FileMaps())
+        Replay([], b"", b"", str(blob), 90, 20).frame(FileMaps())
     (tmp_path / "empty").write_bytes(b"")
     with pytest.raises(OSError):
-        Replay(200, [], b"", b"", str(tmp_path / "empty"), 0, 0).frame(FileMaps())
+        Replay([], b"", b"", str(tmp_path / "empty"), 0, 0).frame(FileMaps())
 
 
 def test_only_the_most_recently_used_files_stay_mapped(tmp_path: Path) -> None:
