@@ -24,6 +24,7 @@ from server.dimse.service import start_dimse, stop_dimse
 from server.errors import LightboxError
 from server.index.sql import SqlIndex
 from server.index.tokens import TokenStore
+from server.memory import freeze_heap
 from server.services.audit import AuditLog
 from server.services.ingest import Ingestor
 from server.services.render import Renderer
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> FastPath:
         if spooled or orphans:
             log.warning("removed %d unfinished uploads and %d orphan blobs", spooled, orphans)
         dimse = await start_dimse(settings, app.state)
+        freeze_heap()  # last: everything start-up made stays for the process's life
         yield
         await stop_dimse(dimse)
         renderer.close()

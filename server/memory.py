@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 
 log = logging.getLogger(__name__)
@@ -43,3 +44,17 @@ def tune_malloc() -> bool:
     if not ok:
         log.warning("mallopt refused the allocator thresholds; large buffers stay mmap-backed")
     return ok
+
+
+def freeze_heap() -> int:
+    """Move the objects that exist once the server has started (modules, the app, pydicom's
+    dictionaries: ~150,000) out of the garbage collector's sight; returns how many.
+
+    The collector's full passes walk every tracked object; ingest allocates enough (a header
+    parse makes thousands) to start one every few instances, and each walked the whole
+    start-up heap: 0.25-0.3 ms per C-STORE instance. Frozen objects are never freed, which
+    for what start-up builds is what happens anyway.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()

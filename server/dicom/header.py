@@ -58,6 +58,8 @@ class InstanceRecord:
     series_json: bytes
     instance_json: bytes
     extended_offsets: list[int] | None = field(default=None)
+    # The DICOM JSON as a document (metadata_json's source): read it, never change it.
+    doc: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def normalize_name(value: str) -> str:
@@ -192,6 +194,7 @@ def record_from_header(ds: Dataset, pixel_tag: int | None) -> InstanceRecord:
         series_json=_level_json(doc, A.SERIES_TAGS, A.SERIES_REQUIRED),
         instance_json=_level_json(doc, A.INSTANCE_TAGS, A.INSTANCE_REQUIRED),
         extended_offsets=eot,
+        doc=doc,
     )
 
 

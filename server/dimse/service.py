@@ -16,6 +16,7 @@ from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
 from server.config import Settings, is_loopback
+from server.dimse import tuning
 from server.dimse.assoclog import AssociationLog, called_title
 from server.dimse.bridge import LoopBridge
 from server.dimse.contexts import add_supported
@@ -77,11 +78,14 @@ class DimseService:
             (evt.EVT_C_MOVE, retrieve.move),
             (evt.EVT_C_GET, retrieve.get),
             *self.assoc_log.handlers(),
+            (evt.EVT_CONN_OPEN, tuning.on_open),
+            (evt.EVT_CONN_CLOSE, tuning.on_close),
         ]
 
     def start(self) -> None:
         # Process-wide pynetdicom switch: stream each received dataset to a file.
         _config.STORE_RECV_CHUNKED_DATASET = True
+        tuning.install()
         # pynetdicom logs every message at INFO; our association line says what matters
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
         ae = AE(self.settings.aet)

@@ -16,10 +16,11 @@ import logging
 import mmap
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal, cast
+from typing import Any, BinaryIO, Literal, TypeVar, cast
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -27,16 +28,18 @@ from pydicom.errors import InvalidDicomError
 from server.config import DuplicatePolicy
 from server.dicom.frames import FrameLayoutError, locate_frames
 from server.dicom.header import PIXEL_TAGS, InstanceRecord, record_from_header
-from server.dicom.pixels import descriptor_from_dataset
+from server.dicom.pixels import PixelDescriptor, describable_from_doc, descriptor_from_dataset, descriptor_from_doc
 from server.dicom.uids import DEFLATED_LE, NATIVE_SYNTAXES
 from server.errors import BadRequest, Conflict, LightboxError
 from server.index.base import BlobFacts, IndexStore
 from server.storage.base import BlobStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-# The flush of a spooled file to disk (its longest wait) runs beside the hash and the header parse.
-_FLUSHERS = ThreadPoolExecutor(8, thread_name_prefix="ingest-flush")
+PIXEL_KEYWORD = {0x7FE00010: "PixelData", 0x7FE00008: "FloatPixelData", 0x7FE00009: "DoubleFloatPixelData"}
+# The flush of a spooled file to disk and its hash run beside the header parse.
+_WORKERS = ThreadPoolExecutor(8, thread_name_prefix="ingest")
 
 Outcome = Literal["stored", "replaced", "already-present"]
 
@@ -116,8 +119,12 @@ def inspect_open(f: BinaryIO) -> tuple[InstanceRecord, BlobFacts]:
             if ts in NATIVE_SYNTAXES and ts not in (DEFLATED_LE, "1.2.840.10008.1.2"):
                 stand_in = {b"OB": "OB", b"OW": "OW"}.get(read_at(position + 4, 2), stand_in)
             vr = {0x7FE00008: "OF", 0x7FE00009: "OD"}.get(pixel_tag, stand_in)
-            ds.add_new(pixel_tag, vr, b"")
-            desc = descriptor_from_dataset(ds)
+            desc: PixelDescriptor | None
+            if describable_from_doc(record.doc):
+                desc = descriptor_from_doc(record.doc, PIXEL_KEYWORD[pixel_tag], vr, ts)
+            else:
+                ds.add_new(pixel_tag, vr, b"")
+                desc = descriptor_from_dataset(ds)
             descriptor = desc.to_dict() if desc is not None else None
         except Exception as exc:  # a bad pixel description does not block storing
             log.warning("no pixel descriptor for %s: %s", record.sop_uid, exc)
@@ -176,20 +183,20 @@ class Ingestor:
     def _ingest(self, path: Path, expected_study: str | None, sha256: str | None,
                 expected_sop: tuple[str, str] | None) -> IngestResult:
         with open(os.open(path, os.O_RDONLY), "rb") as f:  # by descriptor: the file moves away
-            # The flush (fdatasync: the disk's longest wait) runs beside the hash and the parse.
-            # Only it runs in the worker: each step of a thread that returns from a system call
-            # waits for the GIL, up to the 5 ms switch interval while the parse holds it.
-            started = threading.Event()
-            flushing = _FLUSHERS.submit(_flush, f.fileno(), started)
+            # The flush (fdatasync: the disk's longest wait) and the hash run in workers beside
+            # the parse, each one call that releases the GIL. They are started before the parse
+            # takes the GIL for milliseconds: a thread waiting to start would wait for it up to
+            # the 5 ms switch interval.
+            flushing = _start(_flush, f.fileno())
+            hashing = _start(sha256_fd, f.fileno()) if sha256 is None else None
             try:
-                digest = sha256 or sha256_fd(f.fileno())  # releases the GIL: the flush starts
-                started.wait()  # before the parse takes the GIL for milliseconds
                 record, facts = _inspect(f)
                 _check_identity(record, expected_study, expected_sop)
-            finally:
-                flushed = _outcome(flushing)  # always: the descriptor stays open until it ends
-            if flushed is not None:
-                raise flushed
+            finally:  # always: the descriptor stays open until both end
+                failed = _outcome(flushing) or (_outcome(hashing) if hashing is not None else None)
+            if failed is not None:
+                raise failed
+            digest = sha256 or cast(Future[str], hashing).result()
         self.index.mark_pending_sync(digest)  # before the blob is in the store, never after
         try:
             self.blobs.put_file_sync(digest, path)  # its own flush finds nothing left to write
@@ -219,12 +226,24 @@ class Ingestor:
             log.warning("could not discard blob %s: %s", key, exc)
 
 
-def _flush(fd: int, started: threading.Event) -> None:
-    started.set()
+def _flush(fd: int) -> None:
     os.fdatasync(fd)  # the data (and its size), not the timestamps
 
 
-def _outcome(future: Future[None]) -> BaseException | None:
+def _start(work: Callable[[int], T], fd: int) -> Future[T]:
+    """Run ``work(fd)`` in a worker; return once the worker is running it."""
+    started = threading.Event()
+
+    def run() -> T:
+        started.set()
+        return work(fd)
+
+    future = _WORKERS.submit(run)
+    started.wait()
+    return future
+
+
+def _outcome(future: Future[Any]) -> BaseException | None:
     try:
         future.result()
     except BaseException as exc:

@@ -10,9 +10,17 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_color_lut
 
-from server.dicom.pixels import FrameValues, Lut, PixelDescriptor, descriptor_from_dataset
+from server.dicom.pixels import (
+    FrameValues,
+    Lut,
+    PixelDescriptor,
+    describable_from_doc,
+    descriptor_from_dataset,
+    descriptor_from_doc,
+)
 from server.errors import BadRequest
-from tests.unit.render.render_reference import SAMPLES, make_dataset
+from server.services.ingest import inspect_file
+from tests.unit.render.render_reference import SAMPLES, Sample, make_dataset, manifest, read
 
 
 def test_dataset_without_pixels_gives_none() -> None:
@@ -77,3 +85,40 @@ def test_missing_transfer_syntax_is_inferred_from_the_encoding() -> None:
     assert desc is not None
     assert desc.transfer_syntax_uid == "1.2.840.10008.1.2"
     assert desc.palette is not None
+
+
+def _doc_cases() -> list[Sample]:
+    return [s for s in manifest() if s.has_pixels]
+
+
+@pytest.mark.parametrize("sample", _doc_cases(), ids=lambda s: s.name)
+def test_descriptor_from_the_json_equals_the_one_from_the_dataset(sample: Sample) -> None:
+    """Ingest reads the descriptor from the DICOM JSON it has just built, where it can: the
+    same descriptor as pydicom's reading of the whole file gives (the pixel VR aside, which
+    ingest reads from the file itself)."""
+    try:
+        record, facts = inspect_file(sample.path)
+    except BadRequest:
+        return  # refused at ingest (no valid UIDs): no descriptor stored
+    try:
+        expected = descriptor_from_dataset(read(sample))
+    except BadRequest:
+        assert facts.descriptor is None
+        return
+    assert expected is not None
+    if not describable_from_doc(record.doc):
+        return  # the dataset's road, as before
+    got = descriptor_from_doc(record.doc, expected.pixel_keyword, expected.pixel_vr, expected.transfer_syntax_uid)
+    assert got == expected
+    assert facts.descriptor is not None
+    assert {**facts.descriptor, "pixel_vr": None} == {**expected.to_dict(), "pixel_vr": None}
+
+
+def test_most_sample_descriptors_come_from_the_json() -> None:
+    docs = []
+    for sample in _doc_cases():
+        try:
+            docs.append(inspect_file(sample.path)[0].doc)
+        except BadRequest:
+            pass
+    assert sum(describable_from_doc(doc) for doc in docs) > 0.8 * len(docs)

@@ -1,0 +1,97 @@
+"""server.dimse.tuning: pynetdicom's loops woken by their work, PDUs read whole — and every
+byte still arrives, and nothing is left registered when an association ends."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, evt
+from pynetdicom.events import Event
+
+from server.dimse import tuning
+from tests.conftest import free_port
+
+
+def test_whole_reads_give_exactly_the_bytes_asked_for_and_what_came_before_a_close() -> None:
+    ours, theirs = socket.socketpair()
+    wrapper = SimpleNamespace(socket=ours)
+    tuning._whole_reads(wrapper)
+    payload = np.random.default_rng(1).integers(0, 256, 3_000_000, dtype=np.uint8).tobytes()
+
+    def send() -> None:
+        for i in range(0, len(payload), 70_001):  # odd pieces, so reads come back partial
+            theirs.sendall(payload[i : i + 70_001])
+        theirs.sendall(b"tail")
+        theirs.close()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        assert wrapper.recv(len(payload)) == payload
+        assert wrapper.recv(100) == b"tail"  # closed early: what arrived, like pynetdicom's recv
+        assert wrapper.recv(10) == b""
+    finally:
+        sender.join()
+        ours.close()
+
+
+def _dataset(n: int) -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = ds.SeriesInstanceUID = "1.2.3"
+    ds.InstanceNumber = n
+    ds.Rows = ds.Columns = 512
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.SamplesPerPixel = 1
+    ds.PixelRepresentation = 0
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = np.full((512, 512), n, np.uint16).tobytes()
+    return ds
+
+
+def test_an_association_with_tuned_loops_stores_every_instance_and_unregisters() -> None:
+    tuning.install()
+    received: list[tuple[int, bytes, bool]] = []
+
+    def store(event: Event) -> int:
+        ds = event.dataset
+        registered = tuning._WAITS.get(threading.current_thread()) is not None
+        received.append((int(ds.InstanceNumber), bytes(ds.PixelData), registered))
+        return 0x0000
+
+    scp = AE("TUNED")
+    scp.add_supported_context(CTImageStorage, ExplicitVRLittleEndian)
+    port = free_port()
+    server = scp.start_server(
+        ("127.0.0.1", port), block=False,
+        evt_handlers=[(evt.EVT_C_STORE, store), (evt.EVT_CONN_OPEN, tuning.on_open),
+                      (evt.EVT_CONN_CLOSE, tuning.on_close)],
+    )
+    try:
+        scu = AE("SCU")
+        scu.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        assoc = scu.associate("127.0.0.1", port, ae_title="TUNED")
+        assert assoc.is_established
+        statuses = [assoc.send_c_store(_dataset(n)).Status for n in range(1, 6)]  # ~16 PDUs each
+        assoc.release()
+        assert statuses == [0] * 5
+        assert [(n, pixels == np.full((512, 512), n, np.uint16).tobytes(), reg) for n, pixels, reg in received] == [
+            (n, True, True) for n in range(1, 6)
+        ]
+        for _ in range(100):  # the close event comes from the acceptor's threads
+            if not tuning._WAITS and not tuning._WAKERS:
+                break
+            time.sleep(0.02)
+        assert not tuning._WAITS and not tuning._WAKERS
+    finally:
+        server.shutdown()
