@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,8 +58,11 @@ class IndexStore(Protocol):
 
     # ingest: the *_sync methods run in the caller's worker thread (ingest is one thread hop)
     def mark_pending_sync(self, blob_key: str) -> None: ...
-    def commit_instance_sync(self, record: InstanceRecord, facts: BlobFacts, replace: bool = True) -> CommitResult:
-        """Raises Conflict (0x0111) for other bytes under a known SOP Instance UID unless ``replace``."""
+    def commit_instance_sync(self, record: InstanceRecord, facts: BlobFacts, replace: bool = True,
+                             before_commit: Callable[[], None] | None = None) -> CommitResult:
+        """Raises Conflict (0x0111) for other bytes under a known SOP Instance UID unless
+        ``replace``. ``before_commit`` runs inside the transaction, last: if it raises, nothing
+        is committed."""
     def blob_in_use_sync(self, blob_key: str) -> bool: ...
     def drop_pending_sync(self, blob_key: str) -> None: ...
     async def drop_pending(self, blob_key: str) -> None: ...

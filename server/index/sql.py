@@ -324,19 +324,23 @@ class SqlIndex:
     async def blob_in_use(self, blob_key: str) -> bool:
         return await asyncio.to_thread(self.blob_in_use_sync, blob_key)
 
-    def commit_instance_sync(self, record: InstanceRecord, facts: BlobFacts, replace: bool = True) -> CommitResult:
-        return self.write_sync(self._commit, record, facts, replace)
+    def commit_instance_sync(self, record: InstanceRecord, facts: BlobFacts, replace: bool = True,
+                             before_commit: Callable[[], None] | None = None) -> CommitResult:
+        return self.write_sync(self._commit, record, facts, replace, before_commit)
 
     async def commit_instance(self, record: InstanceRecord, facts: BlobFacts, replace: bool = True) -> CommitResult:
         return await self._write_block(self._commit, record, facts, replace)
 
-    def _commit(self, conn: Connection, record: InstanceRecord, facts: BlobFacts, replace: bool) -> CommitResult:
+    def _commit(self, conn: Connection, record: InstanceRecord, facts: BlobFacts, replace: bool,
+                before_commit: Callable[[], None] | None = None) -> CommitResult:
         now = time.time()
         q = self._sql
         cursor = conn.connection.cursor()  # the hot statements run here, inside conn's transaction
         old = q.instance_of_sop.first(cursor, {"sop": record.sop_uid})
         if old is not None and old[4] == facts.sha256:  # the same bytes again: nothing changes
             q.pending_drop.run(cursor, {"key": facts.blob_key})
+            if before_commit is not None:
+                before_commit()
             return CommitResult(created=False, replaced_blob=None, unchanged=True)
         if old is not None and not replace:
             raise Conflict(f"SOP Instance {record.sop_uid} is already stored with different content",
@@ -373,6 +377,8 @@ class SqlIndex:
         if old is not None and (old[2], old[3]) != (series_pk, study_pk):
             self._refresh_counts(conn, old[2], old[3])
         q.pending_drop.run(cursor, {"key": facts.blob_key})
+        if before_commit is not None:
+            before_commit()
         return CommitResult(created=old is None, replaced_blob=replaced)
 
     def _refresh_counts(self, conn: Connection, series_pk: int, study_pk: int) -> None:

@@ -199,14 +199,19 @@ class Ingestor:
             digest = sha256 or cast(Future[str], hashing).result()
         self.index.mark_pending_sync(digest)  # before the blob is in the store, never after
         try:
-            self.blobs.put_file_sync(digest, path)  # its own flush finds nothing left to write
+            make_durable = self.blobs.place_file_sync(digest, path)  # its flush finds nothing left
         except BaseException:
             self._discard(digest)
             raise
+        # The store's folder flush (a disk wait) runs while the commit is prepared; the
+        # transaction commits only once it has ended.
+        flushing = _start(make_durable)
         facts = dataclasses.replace(facts, blob_key=digest, sha256=digest)
         try:
-            commit = self.index.commit_instance_sync(record, facts, replace=self.duplicate_policy != "reject")
+            commit = self.index.commit_instance_sync(record, facts, replace=self.duplicate_policy != "reject",
+                                                     before_commit=flushing.result)
         except BaseException:
+            _outcome(flushing)  # ended before the blob is taken out again
             self._discard(digest)
             raise
         if commit.unchanged:
@@ -230,13 +235,13 @@ def _flush(fd: int) -> None:
     os.fdatasync(fd)  # the data (and its size), not the timestamps
 
 
-def _start(work: Callable[[int], T], fd: int) -> Future[T]:
-    """Run ``work(fd)`` in a worker; return once the worker is running it."""
+def _start(work: Callable[..., T], *args: Any) -> Future[T]:
+    """Run ``work(*args)`` in a worker; return once the worker is running it."""
     started = threading.Event()
 
     def run() -> T:
         started.set()
-        return work(fd)
+        return work(*args)
 
     future = _WORKERS.submit(run)
     started.wait()

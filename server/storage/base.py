@@ -7,7 +7,7 @@ A store validates every key it is given, so no path can come from outside.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -29,7 +29,12 @@ class BlobStore(Protocol):
         """Atomically store the file at ``source`` under ``key`` (consumes ``source``)."""
 
     def put_file_sync(self, key: str, source: Path) -> None:
-        """The same, for code already running in a worker thread (ingest)."""
+        """The same, for code already running in a worker thread."""
+
+    def place_file_sync(self, key: str, source: Path) -> Callable[[], None]:
+        """``put_file_sync`` in two steps: move the file in now, and return the step that makes
+        the move durable (a folder flush: a disk wait) for the caller to run beside other work,
+        and to finish before anything relies on the blob (ingest's commit)."""
 
     async def read_range(self, key: str, offset: int, length: int) -> bytes:
         """``length`` bytes at ``offset`` (fewer at the end of the blob)."""

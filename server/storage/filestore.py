@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from server.storage.base import check_key
@@ -70,13 +70,16 @@ class FileStore:
         return self._path(key)
 
     def put_file_sync(self, key: str, source: Path) -> None:
+        self.place_file_sync(key, source)()
+
+    def place_file_sync(self, key: str, source: Path) -> Callable[[], None]:
         target = self._path(key)
         if key[:4] not in self._shards:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._shards.add(key[:4])
         fd = os.open(source, os.O_RDONLY)
         try:
-            os.fdatasync(fd)  # the data (and its size), not the timestamps
+            os.fdatasync(fd)  # the data (and its size), not the timestamps; ~25 µs if flushed
         finally:
             os.close(fd)
         try:
@@ -89,11 +92,7 @@ class FileStore:
                 os.fdatasync(copied.fileno())
             os.replace(tmp, target)
             source.unlink(missing_ok=True)
-        dfd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        return lambda: _flush_folder(target.parent)
 
     async def put_file(self, key: str, source: Path) -> None:
         await asyncio.to_thread(self.put_file_sync, key, source)
@@ -140,3 +139,12 @@ class FileStore:
 
     async def delete(self, key: str) -> None:
         self.delete_sync(key)
+
+
+def _flush_folder(folder: Path) -> None:
+    """Make the renames into ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from server.storage.base import check_key
@@ -30,6 +30,10 @@ class MemoryStore:
     def put_file_sync(self, key: str, source: Path) -> None:
         self.blobs[check_key(key)] = source.read_bytes()
         source.unlink(missing_ok=True)
+
+    def place_file_sync(self, key: str, source: Path) -> Callable[[], None]:
+        self.put_file_sync(key, source)
+        return lambda: None
 
     async def put_file(self, key: str, source: Path) -> None:
         self.put_file_sync(key, source)

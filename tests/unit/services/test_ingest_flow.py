@@ -9,7 +9,7 @@ import concurrent.futures
 import hashlib
 import io
 import sqlite3
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -173,25 +173,34 @@ def test_a_failed_flush_leaves_nothing(store: tuple[Ingestor, SqlIndex, FileStor
     assert _state(blobs) == (0, 0, [])
 
 
-@pytest.mark.parametrize("step", ["put", "commit"])
+@pytest.mark.parametrize("step", ["put", "folder flush", "commit"])
 def test_a_failure_after_the_pending_mark_takes_the_blob_out(
     store: tuple[Ingestor, SqlIndex, FileStore], monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
     ingestor, index, blobs = store
-    put = blobs.put_file_sync
+    place = blobs.place_file_sync
 
     def put_then_fail(key: str, source: Path) -> None:
-        put(key, source)  # the blob went in, then something failed
+        place(key, source)  # the blob went in, then something failed
         raise RuntimeError("put failed")
+
+    def flush_fails(key: str, source: Path) -> Callable[[], None]:
+        place(key, source)
+
+        def fail_flush() -> None:
+            raise OSError("folder flush failed")
+        return fail_flush
 
     def fail(*args: object, **kwargs: object) -> None:
         raise RuntimeError("commit failed")
 
     if step == "put":
-        monkeypatch.setattr(blobs, "put_file_sync", put_then_fail)
+        monkeypatch.setattr(blobs, "place_file_sync", put_then_fail)
+    elif step == "folder flush":  # inside the commit's transaction: nothing may be committed
+        monkeypatch.setattr(blobs, "place_file_sync", flush_fails)
     else:
         monkeypatch.setattr(index, "commit_instance_sync", fail)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError if step != "folder flush" else OSError):
         ingestor.ingest_sync(_spool(blobs, CT.read_bytes()))
     assert _state(blobs) == (0, 0, [])
 
