@@ -86,8 +86,11 @@ class DimseService:
         # Process-wide pynetdicom switch: stream each received dataset to a file.
         _config.STORE_RECV_CHUNKED_DATASET = True
         tuning.install()
-        # pynetdicom logs every message at INFO; our association line says what matters
+        # pynetdicom logs every message at INFO; our association line says what matters. Its
+        # standard handlers would still format every PDU and message for that log (~0.3 ms per
+        # C-STORE): they are not bound at all.
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+        _config.LOG_HANDLER_LEVEL = "none"
         ae = AE(self.settings.aet)
         add_supported(ae)
         ae.maximum_pdu_size = MAX_PDU
