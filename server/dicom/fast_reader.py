@@ -130,16 +130,10 @@ def _read_meta(buf: Buffer, size: int) -> tuple[FileMetaDataset, int] | None:
         group, element, vr_bytes, length = _HEAD.unpack_from(buf, pos)
         if group != 2:
             break
-        vr_info = _VRS.get(vr_bytes)
-        if vr_info is None:
+        head = _value_at(buf, pos, vr_bytes, length, size)
+        if head is None:
             return None
-        vr, long = vr_info
-        value_pos = pos + 8
-        if long:
-            if size - pos < 12:
-                return None
-            length = _LONG_LENGTH.unpack_from(buf, value_pos)[0]
-            value_pos += 4
+        vr, value_pos, length = head
         end = value_pos + length
         if length == _UNDEFINED or vr == "SQ" or end > size:
             return None
@@ -280,7 +274,6 @@ def _item_end(buf: Buffer, pos: int, end: int | None, size: int, depth: int) -> 
     if limit > size:
         return None
     unpack_head = _HEAD.unpack_from
-    vrs = _VRS
     while True:
         if pos == end:
             return pos
@@ -289,16 +282,10 @@ def _item_end(buf: Buffer, pos: int, end: int | None, size: int, depth: int) -> 
         group, element, vr_bytes, length = unpack_head(buf, pos)
         if group == _ITEM_GROUP:
             return pos + 8 if end is None and element == _ITEM_DELIM_ELEMENT else None
-        vr_info = vrs.get(vr_bytes)
-        if vr_info is None:
+        head = _value_at(buf, pos, vr_bytes, length, limit)
+        if head is None:
             return None  # also an item in implicit VR (PS3.5 §7.5.1 lets it be): pydicom's job
-        vr, long = vr_info
-        value_pos = pos + 8
-        if long:
-            if limit - pos < 12:
-                return None
-            length = _LONG_LENGTH.unpack_from(buf, value_pos)[0]
-            value_pos += 4
+        vr, value_pos, length = head
         if length == _UNDEFINED:
             if vr != "SQ":
                 return None
@@ -310,3 +297,18 @@ def _item_end(buf: Buffer, pos: int, end: int | None, size: int, depth: int) -> 
             pos = value_pos + length
             if pos > limit:
                 return None
+
+
+def _value_at(buf: Buffer, pos: int, vr_bytes: bytes, length: int, limit: int) -> tuple[str, int, int] | None:
+    """(VR, value offset, value length) of the explicit VR element whose header starts at
+    ``pos`` (``length``: its 16-bit length field), or None for an unknown VR or a 32-bit length
+    cut by ``limit``."""
+    vr_info = _VRS.get(vr_bytes)
+    if vr_info is None:
+        return None
+    vr, long = vr_info
+    if not long:
+        return vr, pos + 8, length
+    if limit - pos < 12:
+        return None
+    return vr, pos + 12, _LONG_LENGTH.unpack_from(buf, pos + 8)[0]
