@@ -2,7 +2,8 @@
 
 Two levels of 256 shards keep directories small up to hundreds of millions of files.
 Writes are atomic: the spooled temp file is fsynced, then renamed into place, then the
-directory is fsynced, so a crash leaves either the whole blob or none.
+folder (and the folder holding a shard folder just made) is fsynced, so a crash leaves either
+the whole blob or none.
 """
 
 from __future__ import annotations
@@ -74,9 +75,7 @@ class FileStore:
 
     def place_file_sync(self, key: str, source: Path) -> Callable[[], None]:
         target = self._path(key)
-        if key[:4] not in self._shards:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self._shards.add(key[:4])
+        new_entries = self._make_shard(key)
         fd = os.open(source, os.O_RDONLY)
         try:
             os.fdatasync(fd)  # the data (and its size), not the timestamps; ~25 µs if flushed
@@ -92,7 +91,23 @@ class FileStore:
                 os.fdatasync(copied.fileno())
             os.replace(tmp, target)
             source.unlink(missing_ok=True)
-        return lambda: _flush_folder(target.parent)
+        return lambda: _flush_folders(target.parent, *new_entries)
+
+    def _make_shard(self, key: str) -> list[str]:
+        """Create the blob's shard folders where missing; the folders that gained an entry by
+        it, whose flush makes the new folders durable too."""
+        if key[:4] in self._shards:
+            return []
+        gained = []
+        first = f"{self._blobs}/{key[:2]}"
+        for folder, parent in ((first, self._blobs), (f"{first}/{key[2:4]}", first)):
+            try:
+                os.mkdir(folder)
+                gained.append(parent)
+            except FileExistsError:
+                pass
+        self._shards.add(key[:4])
+        return gained
 
     async def put_file(self, key: str, source: Path) -> None:
         await asyncio.to_thread(self.put_file_sync, key, source)
@@ -141,10 +156,11 @@ class FileStore:
         self.delete_sync(key)
 
 
-def _flush_folder(folder: Path) -> None:
-    """Make the renames into ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _flush_folders(*folders: Path | str) -> None:
+    """Make the entries added to ``folders`` (renamed blobs, new shard folders) durable."""
+    for folder in folders:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
