@@ -85,7 +85,7 @@ class DimseService:
     def start(self) -> None:
         # Process-wide pynetdicom switch: stream each received dataset to a file.
         _config.STORE_RECV_CHUNKED_DATASET = True
-        tuning.install()
+        tuning.install(self.blobs.spool_dir())
         # pynetdicom logs every message at INFO; our association line says what matters. Its
         # standard handlers would still format every PDU and message for that log (~0.3 ms per
         # C-STORE): they are not bound at all.

@@ -6,12 +6,15 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, association, dimse_messages, dul, evt
 from pynetdicom.events import Event
 
 from server.dimse import tuning
@@ -59,12 +62,18 @@ def _dataset(n: int) -> Dataset:
     return ds
 
 
-def test_an_association_with_tuned_loops_stores_every_instance_and_unregisters() -> None:
-    tuning.install()
+def test_an_association_with_tuned_loops_stores_every_instance_and_unregisters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for module, name in ((association, "time"), (dul, "time"), (dimse_messages, "NamedTemporaryFile")):
+        monkeypatch.setattr(module, name, getattr(module, name))  # restored after the test
+    monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", True)  # as the server runs it
+    tuning.install(tmp_path)
     received: list[tuple[int, bytes, bool]] = []
 
     def store(event: Event) -> int:
-        ds = event.dataset
+        assert event.dataset_path.parent == tmp_path  # spooled where the store can rename it
+        ds = dcmread(event.dataset_path)
         registered = tuning._WAITS.get(threading.current_thread()) is not None
         received.append((int(ds.InstanceNumber), bytes(ds.PixelData), registered))
         return 0x0000
