@@ -13,6 +13,10 @@ folder: here it goes to the store's spool folder instead, on the store's filesys
 when /tmp is another one, as in a container) and in a small folder (creating a file in a
 long-lived /tmp cost 200 µs here, in the spool folder 35 µs).
 
+**File Meta.** Before each received dataset pynetdicom writes a File Meta group, built as a
+pydicom FileMetaDataset and written by pydicom's validating writer (~0.25 ms per instance).
+Here those six elements are written as bytes, the same bytes (a test compares them).
+
 **Reads.** pynetdicom reads a PDU 4 KiB per ``recv`` into a growing bytearray: 128 system calls
 and Python steps for each 512 KiB slice. Here a PDU is read into its final buffer in as few
 calls as the socket allows.
@@ -30,15 +34,23 @@ import functools
 import queue
 import select
 import socket
+import struct
 import tempfile
 import threading
 import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from pynetdicom import association, dimse_messages, dul
+from pydicom.filewriter import write_file_meta_info
+from pynetdicom import (
+    PYNETDICOM_IMPLEMENTATION_UID,
+    PYNETDICOM_IMPLEMENTATION_VERSION,
+    association,
+    dimse_messages,
+    dul,
+)
 from pynetdicom.events import Event
 
 # A thread's replacement for time.sleep, while its association lasts.
@@ -68,10 +80,61 @@ def install(spool: Path | None = None) -> None:
     into ``spool`` (process-wide, idempotent)."""
     association.time = _Clock()  # type: ignore[attr-defined,assignment]
     dul.time = _Clock()  # type: ignore[attr-defined,assignment]
+    if hasattr(dimse_messages, "create_file_meta") and hasattr(dimse_messages, "write_file_meta_info"):
+        dimse_messages.create_file_meta = _create_file_meta
+        dimse_messages.write_file_meta_info = _write_file_meta_info  # type: ignore[attr-defined]
     if spool is not None and hasattr(dimse_messages, "NamedTemporaryFile"):
         dimse_messages.NamedTemporaryFile = functools.partial(
             tempfile.NamedTemporaryFile, dir=spool
         )
+
+
+class _FileMeta(NamedTuple):
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+    implementation_uid: str
+    implementation_version: str
+
+
+def _create_file_meta(*, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
+                      implementation_uid: str = PYNETDICOM_IMPLEMENTATION_UID,
+                      implementation_version: str = PYNETDICOM_IMPLEMENTATION_VERSION) -> Any:
+    """pynetdicom's ``create_file_meta``, as the values only."""
+    return _FileMeta(sop_class_uid, sop_instance_uid, transfer_syntax, implementation_uid, implementation_version)
+
+
+def _write_file_meta_info(fp: Any, file_meta: Any, enforce_standard: bool = True) -> None:
+    """pydicom's ``write_file_meta_info`` for what ``_create_file_meta`` made (group 0002,
+    explicit VR little endian, PS3.10 §7.1); anything else goes to pydicom's own."""
+    if not isinstance(file_meta, _FileMeta):
+        write_file_meta_info(fp, file_meta, enforce_standard=enforce_standard)
+        return
+    body = b"".join((
+        _element(0x0001, b"OB", b"\x00\x01"),
+        _element(0x0002, b"UI", _uid(file_meta.sop_class_uid)),
+        _element(0x0003, b"UI", _uid(file_meta.sop_instance_uid)),
+        _element(0x0010, b"UI", _uid(file_meta.transfer_syntax)),
+        _element(0x0012, b"UI", _uid(file_meta.implementation_uid)),
+        _element(0x0013, b"SH", _text(file_meta.implementation_version)),
+    ))
+    fp.write(_element(0x0000, b"UL", struct.pack("<L", len(body))) + body)
+
+
+def _uid(value: str) -> bytes:
+    raw = str(value).encode("ascii")
+    return raw + b"\0" if len(raw) % 2 else raw  # UI pads with NUL (PS3.5 §6.2)
+
+
+def _text(value: str) -> bytes:
+    raw = str(value).encode("ascii")
+    return raw + b" " if len(raw) % 2 else raw
+
+
+def _element(element: int, vr: bytes, value: bytes) -> bytes:
+    if vr == b"OB":  # 2 reserved bytes and a 32-bit length
+        return struct.pack("<HH2s2xL", 0x0002, element, vr, len(value)) + value
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
 
 
 class _WakingQueue(queue.Queue[Any]):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config, association, dimse_messages, dul, evt
 from pynetdicom.events import Event
 
@@ -65,7 +65,8 @@ def _dataset(n: int) -> Dataset:
 def test_an_association_with_tuned_loops_stores_every_instance_and_unregisters(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for module, name in ((association, "time"), (dul, "time"), (dimse_messages, "NamedTemporaryFile")):
+    for module, name in ((association, "time"), (dul, "time"), (dimse_messages, "NamedTemporaryFile"),
+                         (dimse_messages, "create_file_meta"), (dimse_messages, "write_file_meta_info")):
         monkeypatch.setattr(module, name, getattr(module, name))  # restored after the test
     monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", True)  # as the server runs it
     tuning.install(tmp_path)
@@ -73,7 +74,8 @@ def test_an_association_with_tuned_loops_stores_every_instance_and_unregisters(
 
     def store(event: Event) -> int:
         assert event.dataset_path.parent == tmp_path  # spooled where the store can rename it
-        ds = dcmread(event.dataset_path)
+        ds = dcmread(event.dataset_path)  # with the File Meta written as bytes
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
         registered = tuning._WAITS.get(threading.current_thread()) is not None
         received.append((int(ds.InstanceNumber), bytes(ds.PixelData), registered))
         return 0x0000
@@ -104,3 +106,24 @@ def test_an_association_with_tuned_loops_stores_every_instance_and_unregisters(
         assert not tuning._WAITS and not tuning._WAKERS
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize("sop_class, sop_instance, syntax", [
+    (CTImageStorage, "1.2.3.4", ExplicitVRLittleEndian),  # even lengths
+    (CTImageStorage, "1.2.826.0.1.3680043.8.498.12345678901234567890123", "1.2.840.10008.1.2.4.50"),
+    ("1.2.840.10008.5.1.4.1.1.7", generate_uid(), "1.2.840.10008.1.2"),
+])
+def test_the_file_meta_written_as_bytes_equals_pydicoms(sop_class: str, sop_instance: str, syntax: str) -> None:
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
+    from pynetdicom.dsutils import create_file_meta
+
+    ours, theirs = DicomBytesIO(), DicomBytesIO()
+    values = {"sop_class_uid": UID(sop_class), "sop_instance_uid": UID(sop_instance), "transfer_syntax": UID(syntax)}
+    tuning._write_file_meta_info(ours, tuning._create_file_meta(**values))
+    write_file_meta_info(theirs, create_file_meta(**values))
+    assert ours.getvalue() == theirs.getvalue()
+    # and a real FileMetaDataset still goes to pydicom's writer
+    passed_on = DicomBytesIO()
+    tuning._write_file_meta_info(passed_on, create_file_meta(**values))
+    assert passed_on.getvalue() == theirs.getvalue()
