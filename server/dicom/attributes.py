@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 # Returned by default (plus what OHIF reads: checklist §13). Computed ones are added by
@@ -98,6 +100,12 @@ def vr_of(tag: int) -> str | None:
         return str(dictionary_VR(tag))
     except KeyError:
         return None
+
+
+@cache
+def json_key(keyword: str) -> str:
+    """The DICOM JSON key of a dictionary keyword: ``PatientID`` -> ``00100020``."""
+    return f"{tag_for_keyword(keyword):08X}"
 
 
 def keyword_of(tag: int) -> str:

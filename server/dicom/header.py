@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 from server.dicom import attributes as A
@@ -74,7 +73,7 @@ def normalize_name(value: str) -> str:
 
 # The record's values come from the DICOM JSON just built, not from pydicom again: reading
 # ~25 attributes through Dataset.get costs more than the JSON conversion of all of them.
-_KEYS = {kw: f"{tag_for_keyword(kw):08X}" for kw in (
+_KEYS = {kw: A.json_key(kw) for kw in (
     "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "PatientID",
     "IssuerOfPatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
     "AccessionNumber", "StudyID", "StudyDescription", "ReferringPhysicianName", "Modality",

@@ -20,9 +20,9 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 import pydicom
-from pydicom.datadict import tag_for_keyword
 from pydicom.pixels.processing import apply_color_lut
 
+from server.dicom.attributes import json_key
 from server.errors import BadRequest
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -209,7 +209,7 @@ def descriptor_from_dataset(ds: pydicom.Dataset) -> PixelDescriptor | None:
 
 
 def _keys(*keywords: str) -> tuple[str, ...]:
-    return tuple(f"{tag_for_keyword(kw):08X}" for kw in keywords)
+    return tuple(json_key(kw) for kw in keywords)
 
 
 # Where the descriptor needs the dataset: LUT data the DICOM JSON may hold only as a
@@ -249,23 +249,15 @@ class _DocAttributes:
     a single value as itself, several as a list, a sequence as a list of items."""
 
     __slots__ = ("doc",)
-    _KEYS: dict[str, str] = {}
 
     def __init__(self, doc: Mapping[str, Any]) -> None:
         self.doc = doc
 
-    @classmethod
-    def _key(cls, keyword: str) -> str:
-        key = cls._KEYS.get(keyword)
-        if key is None:
-            key = cls._KEYS[keyword] = f"{tag_for_keyword(keyword):08X}"
-        return key
-
     def __contains__(self, keyword: str) -> bool:
-        return self._key(keyword) in self.doc
+        return json_key(keyword) in self.doc
 
     def get(self, keyword: str, default: Any = None) -> Any:
-        element = self.doc.get(self._key(keyword))
+        element = self.doc.get(json_key(keyword))
         if element is None:
             return default
         values = element.get("Value")

@@ -67,7 +67,7 @@ class DimseService:
         return SUCCESS
 
     def _handlers(self) -> list[Any]:
-        store = StoreSCP(self.ingestor, self.blobs.spool_dir(), self.assoc_log)
+        store = StoreSCP(self.ingestor, self.assoc_log)
         find = FindSCP(self.search, self.bridge, self.assoc_log, self.settings.aet)
         retrieve = RetrieveSCP(self.search, self.index, self.blobs, self.bridge, self.assoc_log,
                                self.known_aes)

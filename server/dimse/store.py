@@ -1,16 +1,13 @@
 """C-STORE SCP: the received dataset is already a Part-10 file; hand it to the shared ingest.
 
 pynetdicom's chunked mode (``STORE_RECV_CHUNKED_DATASET``) writes the preamble, the File
-Meta Information and then each P-DATA fragment straight to a temp file, so pixels are never
-decoded and never held in memory.
+Meta Information and then each P-DATA fragment straight to a file in the store's spool folder
+(``tuning.install``), so pixels are never decoded nor held in memory, and ingest renames it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import cast
 
@@ -24,20 +21,9 @@ from server.services.ingest import Ingestor
 log = logging.getLogger(__name__)
 
 
-def _take(source: Path, spool: Path) -> Path:
-    """Move pynetdicom's temp file into the store's spool dir so ingest can rename it."""
-    target = spool / f"dimse-{uuid.uuid4().hex}.dcm"
-    try:
-        os.replace(source, target)
-    except OSError:  # another filesystem
-        shutil.move(source, target)
-    return target
-
-
 class StoreSCP:
-    def __init__(self, ingestor: Ingestor, spool: Path, assoc_log: AssociationLog) -> None:
+    def __init__(self, ingestor: Ingestor, assoc_log: AssociationLog) -> None:
         self.ingestor = ingestor
-        self.spool = spool
         self.assoc_log = assoc_log
 
     def __call__(self, event: Event) -> int:
@@ -48,7 +34,7 @@ class StoreSCP:
     def _store(self, event: Event) -> int:
         request = cast(C_STORE, event.request)
         try:
-            path = _take(event.dataset_path, self.spool)
+            path = Path(event.dataset_path)  # in the store's spool folder (tuning.install)
             # pynetdicom already runs this in the association's own thread: ingest right here.
             # PS3.4 B.2.3: the dataset must be the instance the command announces (else 0xA900).
             self.ingestor.ingest_sync(

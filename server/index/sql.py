@@ -326,21 +326,24 @@ class SqlIndex:
 
     def commit_instance_sync(self, record: InstanceRecord, facts: BlobFacts, replace: bool = True,
                              before_commit: Callable[[], None] | None = None) -> CommitResult:
-        return self.write_sync(self._commit, record, facts, replace, before_commit)
+        def commit_last(conn: Connection) -> CommitResult:
+            result = self._commit(conn, record, facts, replace)
+            if before_commit is not None:
+                before_commit()  # inside the transaction: if it raises, nothing is committed
+            return result
+
+        return self.write_sync(commit_last)
 
     async def commit_instance(self, record: InstanceRecord, facts: BlobFacts, replace: bool = True) -> CommitResult:
         return await self._write_block(self._commit, record, facts, replace)
 
-    def _commit(self, conn: Connection, record: InstanceRecord, facts: BlobFacts, replace: bool,
-                before_commit: Callable[[], None] | None = None) -> CommitResult:
+    def _commit(self, conn: Connection, record: InstanceRecord, facts: BlobFacts, replace: bool) -> CommitResult:
         now = time.time()
         q = self._sql
         cursor = conn.connection.cursor()  # the hot statements run here, inside conn's transaction
         old = q.instance_of_sop.first(cursor, {"sop": record.sop_uid})
         if old is not None and old[4] == facts.sha256:  # the same bytes again: nothing changes
             q.pending_drop.run(cursor, {"key": facts.blob_key})
-            if before_commit is not None:
-                before_commit()
             return CommitResult(created=False, replaced_blob=None, unchanged=True)
         if old is not None and not replace:
             raise Conflict(f"SOP Instance {record.sop_uid} is already stored with different content",
@@ -377,8 +380,6 @@ class SqlIndex:
         if old is not None and (old[2], old[3]) != (series_pk, study_pk):
             self._refresh_counts(conn, old[2], old[3])
         q.pending_drop.run(cursor, {"key": facts.blob_key})
-        if before_commit is not None:
-            before_commit()
         return CommitResult(created=old is None, replaced_blob=replaced)
 
     def _refresh_counts(self, conn: Connection, series_pk: int, study_pk: int) -> None:

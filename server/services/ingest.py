@@ -26,6 +26,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from server.config import DuplicatePolicy
+from server.dicom.attributes import keyword_of
 from server.dicom.fast_reader import read_header
 from server.dicom.frames import FrameLayoutError, locate_frames
 from server.dicom.header import PIXEL_TAGS, InstanceRecord, record_from_header
@@ -38,7 +39,6 @@ from server.storage.base import BlobStore
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-PIXEL_KEYWORD = {0x7FE00010: "PixelData", 0x7FE00008: "FloatPixelData", 0x7FE00009: "DoubleFloatPixelData"}
 # The flush of a spooled file to disk and its hash run beside the header parse.
 _WORKERS = ThreadPoolExecutor(8, thread_name_prefix="ingest")
 
@@ -126,7 +126,7 @@ def inspect_open(f: BinaryIO) -> tuple[InstanceRecord, BlobFacts]:
             vr = {0x7FE00008: "OF", 0x7FE00009: "OD"}.get(pixel_tag, stand_in)
             desc: PixelDescriptor | None
             if describable_from_doc(record.doc):
-                desc = descriptor_from_doc(record.doc, PIXEL_KEYWORD[pixel_tag], vr, ts)
+                desc = descriptor_from_doc(record.doc, keyword_of(pixel_tag), vr, ts)
             else:
                 ds.add_new(pixel_tag, vr, b"")
                 desc = descriptor_from_dataset(ds)
