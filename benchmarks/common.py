@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import io
 import os
 import random
@@ -170,6 +171,16 @@ def rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def tree_rss_mb(pid: int) -> float:
+    """RSS of ``pid`` and its children (the server with its ingest worker processes)."""
+    children = " ".join(p.read_text() for p in Path(f"/proc/{pid}/task").glob("*/children"))
+    total = rss_mb(pid)
+    for child in children.split():
+        with contextlib.suppress(OSError):  # ended meanwhile
+            total += rss_mb(int(child))
+    return total
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:

@@ -50,6 +50,9 @@ class Settings:
     render_executor: str = "thread"
     #: Workers of that pool; 0 = min(4, CPU count).
     render_workers: int = 0
+    #: Worker processes that store uploaded instances (STOW-RS): -1 = one per CPU when there
+    #: are two or more; 0 = in the server's own process.
+    ingest_processes: int = -1
     #: Directory with the viewer's static files.
     web_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "web")
     #: Index database URL; empty means SQLite at ``<data>/index.sqlite``.
@@ -89,6 +92,13 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data / 'index.sqlite').resolve()}"
+
+    @property
+    def ingest_process_count(self) -> int:
+        if self.ingest_processes >= 0:
+            return self.ingest_processes
+        cpus = os.cpu_count() or 1
+        return min(cpus, 8) if cpus > 1 else 0
 
     @property
     def auth_methods(self) -> frozenset[str]:

@@ -33,6 +33,10 @@ class LightboxError(Exception):
         if dicom_status is not None:
             self.dicom_status = dicom_status
 
+    def __reduce__(self) -> tuple[type[LightboxError], tuple[str], dict[str, int]]:
+        # Pickled whole (code and reason) when raised in an ingest worker process.
+        return type(self), (self.message,), {"dicom_status": self.dicom_status}
+
 
 class BadRequest(LightboxError):
     http_status = 400

@@ -16,7 +16,7 @@ import logging
 import mmap
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +43,8 @@ T = TypeVar("T")
 _WORKERS = ThreadPoolExecutor(8, thread_name_prefix="ingest")
 
 Outcome = Literal["stored", "replaced", "already-present"]
+# Runs ``ingest_sync(path, expected_study=, sha256=)`` elsewhere (server.services.ingest_pool).
+Offload = Callable[[Path, "str | None", "str | None"], Awaitable["IngestResult"]]
 
 
 @dataclass(frozen=True)
@@ -154,10 +156,12 @@ def inspect_open(f: BinaryIO) -> tuple[InstanceRecord, BlobFacts]:
 
 
 class Ingestor:
-    def __init__(self, index: IndexStore, blobs: BlobStore, duplicate_policy: DuplicatePolicy) -> None:
+    def __init__(self, index: IndexStore, blobs: BlobStore, duplicate_policy: DuplicatePolicy,
+                 offload: Offload | None = None) -> None:
         self.index = index
         self.blobs = blobs
         self.duplicate_policy = duplicate_policy
+        self.offload = offload  # where ``ingest`` runs; None: a thread of this process
 
     async def recover(self) -> int:
         """Remove blobs a crash left pending (written but never committed, or replaced)."""
@@ -172,6 +176,8 @@ class Ingestor:
     async def ingest(self, path: Path, *, expected_study: str | None = None,
                      sha256: str | None = None) -> IngestResult:
         """Store the Part-10 file at ``path`` (a spooled copy: it is consumed)."""
+        if self.offload is not None:
+            return await self.offload(path, expected_study, sha256)
         return await asyncio.to_thread(self.ingest_sync, path, expected_study=expected_study, sha256=sha256)
 
     def ingest_sync(self, path: Path, *, expected_study: str | None = None, sha256: str | None = None,
