@@ -97,7 +97,7 @@ class MultipartSpooler:
             self._close_file(part)
             part.path.unlink(missing_ok=True)
             return
-        chunk = data[start:end]
+        chunk = memoryview(data)[start:end]  # no copy: the parser's buffer outlives this call
         assert part._file is not None
         part._file.write(chunk)
         part._digest.update(chunk)
