@@ -50,8 +50,8 @@ class Settings:
     render_executor: str = "thread"
     #: Workers of that pool; 0 = min(4, CPU count).
     render_workers: int = 0
-    #: Worker processes that store uploaded instances (STOW-RS): -1 = one per CPU when there
-    #: are two or more; 0 = in the server's own process.
+    #: Worker processes that store uploaded instances (STOW-RS, import): -1 = one per CPU
+    #: (at most 4) when there are two or more; 0 = in the server's own process.
     ingest_processes: int = -1
     #: Directory with the viewer's static files.
     web_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "web")
@@ -98,7 +98,7 @@ class Settings:
         if self.ingest_processes >= 0:
             return self.ingest_processes
         cpus = os.cpu_count() or 1
-        return min(cpus, 8) if cpus > 1 else 0
+        return min(cpus, 4) if cpus > 1 else 0  # more: the event loop's HTTP work is the limit
 
     @property
     def auth_methods(self) -> frozenset[str]:

@@ -98,8 +98,12 @@ def pool_for(settings: Settings) -> IngestPool | None:
     count = settings.ingest_process_count
     if not count:
         return None
-    pool = IngestPool(count, settings.database, settings.data, settings.duplicate_policy)
-    pool.start()
+    try:
+        pool = IngestPool(count, settings.database, settings.data, settings.duplicate_policy)
+        pool.start()
+    except OSError as exc:  # e.g. no /dev/shm for the pool's semaphores in a tight container
+        log.warning("ingest worker processes unavailable (%s): storing in the server's process", exc)
+        return None
     return pool
 
 
