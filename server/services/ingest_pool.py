@@ -47,7 +47,7 @@ class IngestPool:
 
     def __init__(self, workers: int, database: str, data: Path, duplicate_policy: DuplicatePolicy) -> None:
         self.workers = workers
-        self._initargs = (database, str(data), duplicate_policy)
+        self._initargs = (os.getpid(), database, str(data), duplicate_policy)
         self._lock = threading.Lock()
         self._pool = self._new_pool()
 
@@ -107,9 +107,9 @@ def pool_for(settings: Settings) -> IngestPool | None:
     return pool
 
 
-def _init_worker(database: str, data: str, duplicate_policy: DuplicatePolicy) -> None:
+def _init_worker(server_pid: int, database: str, data: str, duplicate_policy: DuplicatePolicy) -> None:
     global _WORKER
-    _die_with_parent()
+    _die_with_parent(server_pid)
     # A terminal's Ctrl-C reaches the whole process group: the server shuts the pool down
     # after in-flight requests, so a worker must not stop in the middle. SIGTERM still ends
     # it: the pool terminates the other workers that way when one dies.
@@ -124,12 +124,14 @@ def _init_worker(database: str, data: str, duplicate_policy: DuplicatePolicy) ->
     _WORKER = Ingestor(SqlIndex(database), FileStore(Path(data)), duplicate_policy)
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(server_pid: int) -> None:
     """Ask the kernel to kill this worker when the thread that spawned it ends (Linux)."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() == 1:  # the server died before the request took effect
+    # The server died before the request took effect (not ``== 1``: in a container the server
+    # itself may be process 1).
+    if os.getppid() != server_pid:
         os._exit(1)
 
 
