@@ -67,7 +67,6 @@ async def _import(settings: Settings, paths: Sequence[str], jobs: int, quiet: bo
     from server.errors import LightboxError
     from server.index.sql import SqlIndex
     from server.services.ingest import Ingestor, is_part10
-    from server.services.ingest_pool import pool_for
     from server.storage.filestore import FileStore
 
     configure_pydicom()
@@ -75,8 +74,7 @@ async def _import(settings: Settings, paths: Sequence[str], jobs: int, quiet: bo
     blobs = FileStore(settings.data)
     index = SqlIndex(settings.database)
     await index.start()
-    pool = pool_for(settings)
-    ingestor = Ingestor(index, blobs, settings.duplicate_policy, offload=pool.ingest if pool else None)
+    ingestor = Ingestor(index, blobs, settings.duplicate_policy)
     files = list(_walk(paths))
     counts: Counter[str] = Counter()
     rejected: list[tuple[Path, str]] = []
@@ -103,12 +101,8 @@ async def _import(settings: Settings, paths: Sequence[str], jobs: int, quiet: bo
             finally:
                 bar.update(1)
 
-    try:
-        await asyncio.gather(*(one(p) for p in files))
-    finally:
-        bar.close()
-        if pool:
-            pool.close()
+    await asyncio.gather(*(one(p) for p in files))
+    bar.close()
     await index.close()
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing to import"
     print(f"imported {len(files)} files: {summary}")

@@ -50,7 +50,7 @@ class Settings:
     render_executor: str = "thread"
     #: Workers of that pool; 0 = min(4, CPU count).
     render_workers: int = 0
-    #: Worker processes that store uploaded instances (STOW-RS, import): -1 = one per CPU
+    #: Worker processes that store uploaded instances (STOW-RS): -1 = one per CPU
     #: (at most 4) when there are two or more; 0 = in the server's own process.
     ingest_processes: int = -1
     #: Directory with the viewer's static files.

@@ -1,4 +1,4 @@
-"""Ingest in worker processes, so STOW-RS and ``lightbox import`` use every core.
+"""Ingest in worker processes, so STOW-RS uses every core.
 
 Storing one instance is ~5 ms of Python (header parse, DICOM JSON, index commit) that holds
 its process's GIL; in the server's own process it competes with the event loop's HTTP and
