@@ -28,7 +28,7 @@ from server.index.tokens import TokenStore
 from server.memory import freeze_heap
 from server.services.audit import AuditLog
 from server.services.ingest import Ingestor
-from server.services.ingest_pool import IngestPool, pool_for
+from server.services.ingest_pool import pool_for
 from server.services.render import Renderer
 from server.services.retrieve import Retriever
 from server.services.search import SearchService
@@ -44,7 +44,6 @@ def create_app(settings: Settings) -> FastPath:
     blobs = FileStore(settings.data)
     index = SqlIndex(settings.database)
     ingestor = Ingestor(index, blobs, settings.duplicate_policy)
-    pool: IngestPool | None = None
     tokens = TokenStore(settings.database)
     authenticator = Authenticator(settings, tokens)  # fails fast on a bad auth configuration
     audit = AuditLog(settings.audit_path) if settings.audit_log else None
@@ -57,7 +56,6 @@ def create_app(settings: Settings) -> FastPath:
         orphans = await ingestor.recover()
         if spooled or orphans:
             log.warning("removed %d unfinished uploads and %d orphan blobs", spooled, orphans)
-        nonlocal pool
         pool = pool_for(settings)  # after recovery, which must never race a worker's pending blob
         ingestor.offload = pool.ingest if pool else None
         dimse = await start_dimse(settings, app.state)
